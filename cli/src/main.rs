@@ -1,0 +1,93 @@
+//! confidantctl: the operator CLI for confidantd.
+//!
+//! Talks to the daemon over its Unix socket or TCP (TLS where configured). Some commands
+//! (`embed`, `models verify`) work offline on a model directory. Exit codes: 0 success,
+//! 1 failure reported by the daemon or the command, 2 usage or connection problems.
+
+mod client;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "confidantctl", version, about = "Operate a Confidant daemon")]
+pub struct Cli {
+    /// Daemon address: unix:/path/to.sock, http://host:port or https://host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFIDANT_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    addr: String,
+    /// PEM CA certificate to verify an https:// daemon with.
+    #[arg(long, global = true, env = "CONFIDANT_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Version, uptime, models and the inference queue.
+    Status,
+    /// The daemon's gRPC health (exit 0 only when SERVING).
+    Health,
+    /// Model directories: verify offline, list or reload in the daemon.
+    Models {
+        #[command(subcommand)]
+        command: commands::models::ModelsCommand,
+    },
+    /// Embed texts offline with a model directory; one JSON line per text.
+    Embed(commands::embed::EmbedArgs),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("confidantctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Status => commands::admin::status(&cli).await,
+            Command::Health => commands::admin::health(&cli).await,
+            Command::Models { command } => commands::models::run(&cli, command).await,
+            Command::Embed(args) => commands::embed::run(&cli, args),
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    *shell,
+                    &mut Cli::command(),
+                    "confidantctl",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("confidantctl: {e:#}");
+            let usage = e.downcast_ref::<client::ConnectError>().is_some();
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The state every service shares: the configuration in force and the models.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use confidant_inference::{Batcher, EmbeddingModel, InferenceError};
+
+use crate::config::Config;
+
+pub struct App {
+    config: RwLock<Arc<Config>>,
+    batcher: Batcher<EmbeddingModel>,
+    started: Instant,
+}
+
+impl App {
+    /// Loads the configured model (blocking: call it off the async runtime) and starts the
+    /// inference worker.
+    pub fn start(config: Config) -> Result<Self, InferenceError> {
+        let model = Arc::new(EmbeddingModel::load(
+            &config.model.dir,
+            &config.load_options(),
+        )?);
+        metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
+        let batcher = Batcher::new(model, config.batcher())?;
+        Ok(Self {
+            config: RwLock::new(Arc::new(config)),
+            batcher,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn batcher(&self) -> &Batcher<EmbeddingModel> {
+        &self.batcher
+    }
+
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Loads the models `config` names and swaps them in; on any failure the models in
+    /// service stay, untouched. Blocking: call it from `spawn_blocking`.
+    pub fn reload(&self, config: Config) -> Result<(), InferenceError> {
+        let model = Arc::new(EmbeddingModel::load(
+            &config.model.dir,
+            &config.load_options(),
+        )?);
+        metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
+        self.batcher.swap(model);
+        match self.config.write() {
+            Ok(mut c) => *c = Arc::new(config),
+            Err(p) => *p.into_inner() = Arc::new(config),
+        }
+        Ok(())
+    }
+}

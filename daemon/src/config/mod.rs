@@ -1,0 +1,390 @@
+//! The daemon's configuration: one TOML file, every key also settable as an environment
+//! variable `CONFIDANT__SECTION__KEY` (which wins over the file). Validated at start; every
+//! error names the key at fault.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/confidant/confidantd.toml";
+const ENV_PREFIX: &str = "CONFIDANT__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config key {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub model: ModelConfig,
+    pub inference: InferenceConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// gRPC over TCP. Without TLS only a loopback address is accepted.
+    pub listen: String,
+    /// gRPC over a Unix socket for the local CLI; empty disables it.
+    pub unix_socket: String,
+    /// PEM certificate chain and key; both or neither.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    pub tls_client_ca: String,
+    /// Prometheus metrics listener; empty disables it.
+    pub metrics_listen: String,
+    /// In-flight calls get this long to finish after SIGTERM.
+    pub shutdown_grace_seconds: u64,
+    /// The largest gRPC message accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            unix_socket: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
+            metrics_listen: "127.0.0.1:9464".into(),
+            shutdown_grace_seconds: 20,
+            max_request_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// The embedding model's directory (Hugging Face layout + confidant-model.toml).
+    pub dir: PathBuf,
+    /// "cpu", "cuda" or "cuda:N".
+    pub device: String,
+    /// "f32", "f16" or "bf16"; empty for the device's default (f32 on CPU).
+    pub dtype: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/confidant/models/all-MiniLM-L6-v2"),
+            device: "cpu".into(),
+            dtype: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    pub queue_capacity: usize,
+    pub max_batch_tokens: usize,
+    pub max_batch_size: usize,
+    pub max_wait_ms: u64,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        let d = confidant_inference::BatcherConfig::default();
+        Self {
+            queue_capacity: d.queue_capacity,
+            max_batch_tokens: d.max_batch_tokens,
+            max_batch_size: d.max_batch_size,
+            max_wait_ms: d.max_wait.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_texts_per_request: usize,
+    /// Characters (not bytes) per text.
+    pub max_text_chars: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_texts_per_request: 128,
+            max_text_chars: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "auto" (JSON under systemd, text on a terminal), "text" or "json".
+    pub format: String,
+    /// A tracing filter, e.g. "info" or "confidant_daemon=debug".
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "auto".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (which may be absent only when `required` is false), applies the
+    /// environment and validates.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Self::from_parts(&text, std::env::vars())
+    }
+
+    pub fn from_parts(
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                apply_env(&mut table, &name, path, &value)?;
+            }
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let addr: SocketAddr = s.listen.parse().map_err(|e| {
+            invalid(
+                "server.listen",
+                format!("{:?} is not an address:port ({e})", s.listen),
+            )
+        })?;
+        if s.tls_cert.is_empty() != s.tls_key.is_empty() {
+            return Err(invalid(
+                "server.tls_key",
+                "server.tls_cert and server.tls_key must be set together",
+            ));
+        }
+        if !s.tls_client_ca.is_empty() && s.tls_cert.is_empty() {
+            return Err(invalid(
+                "server.tls_client_ca",
+                "client certificates need server.tls_cert and server.tls_key",
+            ));
+        }
+        if s.tls_cert.is_empty() && !addr.ip().is_loopback() {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "{addr} is not a loopback address: set server.tls_cert and server.tls_key to listen on the network"
+                ),
+            ));
+        }
+        for (key, file) in [
+            ("server.tls_cert", &s.tls_cert),
+            ("server.tls_key", &s.tls_key),
+            ("server.tls_client_ca", &s.tls_client_ca),
+        ] {
+            if !file.is_empty() && !Path::new(file).is_file() {
+                return Err(invalid(key, format!("{file}: no such file")));
+            }
+        }
+        if !s.metrics_listen.is_empty() {
+            s.metrics_listen.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "server.metrics_listen",
+                    format!("{:?}: {e}", s.metrics_listen),
+                )
+            })?;
+        }
+        if s.max_request_bytes < 1024 {
+            return Err(invalid("server.max_request_bytes", "must be at least 1024"));
+        }
+        self.model
+            .device
+            .parse::<confidant_inference::DeviceKind>()
+            .map_err(|e| invalid("model.device", e))?;
+        if !["", "f32", "f16", "bf16"].contains(&self.model.dtype.as_str()) {
+            return Err(invalid("model.dtype", "expected f32, f16 or bf16"));
+        }
+        if self.model.dir.as_os_str().is_empty() {
+            return Err(invalid("model.dir", "must be set"));
+        }
+        let i = &self.inference;
+        for (key, v) in [
+            ("inference.queue_capacity", i.queue_capacity),
+            ("inference.max_batch_tokens", i.max_batch_tokens),
+            ("inference.max_batch_size", i.max_batch_size),
+            (
+                "limits.max_texts_per_request",
+                self.limits.max_texts_per_request,
+            ),
+            ("limits.max_text_chars", self.limits.max_text_chars),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        if !["auto", "text", "json"].contains(&self.log.format.as_str()) {
+            return Err(invalid("log.format", "expected auto, text or json"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn batcher(&self) -> confidant_inference::BatcherConfig {
+        confidant_inference::BatcherConfig {
+            queue_capacity: self.inference.queue_capacity,
+            max_batch_tokens: self.inference.max_batch_tokens,
+            max_batch_size: self.inference.max_batch_size,
+            max_wait: std::time::Duration::from_millis(self.inference.max_wait_ms),
+        }
+    }
+
+    pub fn load_options(&self) -> confidant_inference::LoadOptions {
+        confidant_inference::LoadOptions {
+            // Validated above.
+            device: self.model.device.parse().unwrap_or_default(),
+            dtype: (!self.model.dtype.is_empty()).then(|| self.model.dtype.clone()),
+        }
+    }
+}
+
+/// `CONFIDANT__SERVER__LISTEN=…` sets `server.listen`. Values are read as TOML when they
+/// parse as such (numbers, booleans, arrays) and as plain strings otherwise.
+fn apply_env(
+    table: &mut toml::Table,
+    name: &str,
+    path: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+    if keys.iter().any(String::is_empty) {
+        return Err(invalid(
+            name,
+            "malformed variable name: expected CONFIDANT__SECTION__KEY",
+        ));
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (last, parents) = keys
+        .split_last()
+        .ok_or_else(|| invalid(name, "empty key"))?;
+    let mut cur = table;
+    for k in parents {
+        let entry = cur
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| invalid(name, format!("{k} is not a section")))?;
+    }
+    cur.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::from_parts("", env(&[])).unwrap();
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = Config::from_parts(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[inference]\nqueue_capacity = 5\n",
+            env(&[
+                ("CONFIDANT__SERVER__LISTEN", "127.0.0.1:2"),
+                ("CONFIDANT__INFERENCE__MAX_WAIT_MS", "7"),
+                ("CONFIDANT__MODEL__DIR", "/opt/m"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:2");
+        assert_eq!(c.inference.queue_capacity, 5);
+        assert_eq!(c.inference.max_wait_ms, 7);
+        assert_eq!(c.model.dir, PathBuf::from("/opt/m"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = \"0.0.0.0:50051\"\n", "server.listen"),
+            ("[server]\nlisten = \"nonsense\"\n", "server.listen"),
+            ("[model]\ndevice = \"tpu\"\n", "model.device"),
+            (
+                "[inference]\nqueue_capacity = 0\n",
+                "inference.queue_capacity",
+            ),
+            (
+                "[server]\ntls_cert = \"/nonexistent.pem\"\n",
+                "server.tls_key",
+            ),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[server]\nlisen = \"x\"\n", "lisen"),
+            ("[inference]\nqueue_capacity = \"many\"\n", "queue_capacity"),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_parts(text, env(&[])).unwrap_err().to_string();
+            assert!(
+                err.contains(key),
+                "{text:?} gave {err:?}, expected it to name {key}"
+            );
+        }
+        let err = Config::from_parts("", env(&[("CONFIDANT__LIMITS__MAX_TEXT_CHARS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.max_text_chars"), "{err}");
+    }
+}

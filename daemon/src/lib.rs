@@ -1,0 +1,9 @@
+//! confidantd: the daemon's library. One folder per concern (see DESIGN.md):
+//! `config`, `rpc` (thin tonic services), `ops` (systemd, signals, metrics, logging),
+//! and `app` (the shared state the services delegate to).
+
+pub mod app;
+pub mod config;
+pub mod ops;
+pub mod redact;
+pub mod rpc;

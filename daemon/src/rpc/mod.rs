@@ -1,0 +1,170 @@
+//! gRPC: thin tonic services that validate, delegate and translate, plus the server that
+//! hosts them (TCP with optional TLS/mTLS, a Unix socket for the local CLI, health and
+//! reflection).
+
+mod admin;
+mod embeddings;
+mod observe;
+mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use confidant_proto::v1::admin_service_server::AdminServiceServer;
+use confidant_proto::v1::embedding_service_server::EmbeddingServiceServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::server::Router;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+pub use admin::AdminService;
+pub use embeddings::EmbeddingService;
+pub use status::ServiceError;
+
+use crate::app::App;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Builds every service onto a router; called once per listener.
+async fn router(
+    app: &Arc<App>,
+    config_path: &Option<PathBuf>,
+    mut builder: Server,
+) -> Result<Router, ServeError> {
+    let max = app.config().server.max_request_bytes;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<EmbeddingServiceServer<EmbeddingService>>()
+        .await;
+    health
+        .set_serving::<AdminServiceServer<AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(confidant_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok(builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            EmbeddingServiceServer::new(EmbeddingService::new(app.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminService::new(app.clone(), config_path.clone()))
+                .max_decoding_message_size(max),
+        ))
+}
+
+fn tls(config: &crate::config::ServerConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
+    if config.tls_cert.is_empty() {
+        return Ok(None);
+    }
+    let read = |p: &str| std::fs::read(p).map_err(|e| ServeError::Tls(format!("{p}: {e}")));
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(&config.tls_cert)?,
+        read(&config.tls_key)?,
+    ));
+    if !config.tls_client_ca.is_empty() {
+        tls = tls.client_ca_root(Certificate::from_pem(read(&config.tls_client_ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// Listeners, bound before READY=1 so that systemd never reports a daemon that cannot serve.
+pub struct Listeners {
+    tcp: TcpListener,
+    unix: Option<(UnixListener, PathBuf)>,
+}
+
+impl Listeners {
+    pub async fn bind(app: &App) -> Result<Self, ServeError> {
+        let cfg = app.config();
+        let tcp = match crate::ops::activation::inherited_tcp_listener() {
+            Ok(Some(l)) => TcpListener::from_std(l).map_err(|source| ServeError::Bind {
+                addr: "LISTEN_FDS".into(),
+                source,
+            })?,
+            Ok(None) => TcpListener::bind(&cfg.server.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: cfg.server.listen.clone(),
+                    source,
+                })?,
+            Err(source) => {
+                return Err(ServeError::Bind {
+                    addr: "LISTEN_FDS".into(),
+                    source,
+                });
+            }
+        };
+        let unix = if cfg.server.unix_socket.is_empty() {
+            None
+        } else {
+            let path = PathBuf::from(&cfg.server.unix_socket);
+            // A stale socket from a previous run would make bind fail.
+            let _ = std::fs::remove_file(&path);
+            let l = UnixListener::bind(&path).map_err(|source| ServeError::Bind {
+                addr: path.display().to_string(),
+                source,
+            })?;
+            Some((l, path))
+        };
+        Ok(Self { tcp, unix })
+    }
+
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.local_addr().ok()
+    }
+}
+
+/// Serves until `shutdown` turns true, then lets in-flight calls finish.
+pub async fn serve(
+    app: Arc<App>,
+    config_path: Option<PathBuf>,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    let cfg = app.config();
+    let mut tcp_builder = Server::builder();
+    if let Some(tls) = tls(&cfg.server)? {
+        tcp_builder = tcp_builder.tls_config(tls)?;
+    }
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let tcp = router(&app, &config_path, tcp_builder)
+        .await?
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.tcp),
+            wait(shutdown.clone()),
+        );
+    match listeners.unix {
+        None => tcp.await?,
+        Some((unix, path)) => {
+            let local = router(&app, &config_path, Server::builder())
+                .await?
+                .serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(shutdown));
+            let (a, b) = tokio::join!(tcp, local);
+            let _ = std::fs::remove_file(&path);
+            a?;
+            b?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! The one place where errors become gRPC status codes.
+
+use confidant_inference::InferenceError;
+use tonic::{Code, Status};
+
+/// Errors of the service layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+}
+
+impl ServiceError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn inference_code(e: &InferenceError) -> Code {
+    use InferenceError as E;
+    match e {
+        E::InvalidInput { .. } => Code::InvalidArgument,
+        E::Overloaded { .. } => Code::ResourceExhausted,
+        E::WorkerStopped => Code::Unavailable,
+        E::ModelDirMissing(_)
+        | E::Manifest { .. }
+        | E::ChecksumMismatch { .. }
+        | E::FileMissing { .. }
+        | E::Config { .. }
+        | E::Tokenizer(_)
+        | E::Io { .. } => Code::FailedPrecondition,
+        E::Device(_) | E::Compute(_) => Code::Internal,
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        let code = match &e {
+            ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
+            ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServiceError::Inference(inner) => inference_code(inner),
+        };
+        if code == Code::Internal {
+            // Internal details go to the log, not to the caller.
+            tracing::error!(error = %e, "internal error");
+            return Status::internal("internal error; see the daemon's log");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_mistakes_are_never_internal() {
+        let s: Status = ServiceError::invalid("texts[2]", "must not be empty").into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "texts[2]: must not be empty");
+        let s: Status = ServiceError::from(InferenceError::Overloaded { capacity: 4 }).into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        let s: Status = ServiceError::from(InferenceError::InvalidInput {
+            field: "texts[0]".into(),
+            message: "x".into(),
+        })
+        .into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let s: Status = ServiceError::from(InferenceError::Device("gpu fell off".into())).into();
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("gpu"));
+    }
+}

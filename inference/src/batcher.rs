@@ -1,0 +1,522 @@
+//! Dynamic batching like a server: callers from anywhere enqueue texts in a bounded queue;
+//! one worker thread per device takes what has arrived within a short wait (up to a token
+//! budget), sorts the inputs by length so that similar lengths share a padded batch, runs
+//! them and answers each caller. A full queue is refused at once, never waited on.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::model::{Embedding, EmbeddingModel};
+use crate::tokenize::{Encoded, InputKind};
+use crate::{InferenceError, Result};
+
+/// What the batcher needs of a model; [`EmbeddingModel`] is the real one.
+pub trait BatchEncoder: Send + Sync + 'static {
+    fn tokenize(&self, text: &str, kind: InputKind) -> Result<Encoded>;
+    fn forward(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>>;
+}
+
+impl BatchEncoder for EmbeddingModel {
+    fn tokenize(&self, text: &str, kind: InputKind) -> Result<Encoded> {
+        EmbeddingModel::tokenize(self, text, kind)
+    }
+
+    fn forward(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+        EmbeddingModel::forward(self, batch)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BatcherConfig {
+    /// Requests (not texts) that may wait; one more is refused with `Overloaded`.
+    pub queue_capacity: usize,
+    /// Padded tokens (batch size × longest input) per forward pass.
+    pub max_batch_tokens: usize,
+    /// Inputs per forward pass.
+    pub max_batch_size: usize,
+    /// How long the worker waits for more requests once one has arrived.
+    pub max_wait: Duration,
+}
+
+impl Default for BatcherConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 256,
+            max_batch_tokens: 8192,
+            max_batch_size: 64,
+            max_wait: Duration::from_millis(2),
+        }
+    }
+}
+
+/// A point-in-time view of the batcher, for `status` and health checks.
+#[derive(Debug, Clone, Default)]
+pub struct BatcherStats {
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+    pub batches: u64,
+    pub texts: u64,
+    pub rejected: u64,
+    pub cancelled: u64,
+    pub worker_alive: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    depth: AtomicUsize,
+    batches: AtomicU64,
+    texts: AtomicU64,
+    rejected: AtomicU64,
+    cancelled: AtomicU64,
+    heartbeat_ms: AtomicU64,
+}
+
+struct Job<E> {
+    model: Arc<E>,
+    items: Vec<Encoded>,
+    reply: oneshot::Sender<Result<Vec<Embedding>>>,
+}
+
+pub struct Batcher<E: BatchEncoder = EmbeddingModel> {
+    tx: SyncSender<Job<E>>,
+    model: RwLock<Arc<E>>,
+    counters: Arc<Counters>,
+    capacity: usize,
+    started: Instant,
+    worker: JoinHandle<()>,
+}
+
+impl<E: BatchEncoder> Batcher<E> {
+    pub fn new(model: Arc<E>, config: BatcherConfig) -> Result<Self> {
+        let capacity = config.queue_capacity.max(1);
+        let (tx, rx) = mpsc::sync_channel::<Job<E>>(capacity);
+        let counters = Arc::new(Counters::default());
+        let started = Instant::now();
+        let worker_counters = counters.clone();
+        let worker = std::thread::Builder::new()
+            .name("inference-worker".into())
+            .spawn(move || worker_loop(rx, config, worker_counters, started))
+            .map_err(|e| {
+                InferenceError::Device(format!("cannot start the inference worker: {e}"))
+            })?;
+        Ok(Self {
+            tx,
+            model: RwLock::new(model),
+            counters,
+            capacity,
+            started,
+            worker,
+        })
+    }
+
+    /// The model new requests are served with.
+    pub fn current(&self) -> Arc<E> {
+        match self.model.read() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Serves new requests with `model`; requests already queued finish on the old one.
+    pub fn swap(&self, model: Arc<E>) {
+        match self.model.write() {
+            Ok(mut m) => *m = model,
+            Err(poisoned) => *poisoned.into_inner() = model,
+        }
+    }
+
+    /// Embeds `texts`, waiting for a slot in a batch. Errors name the offending `texts[i]`.
+    pub async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Embedding>> {
+        if texts.is_empty() {
+            return Err(InferenceError::invalid(
+                "texts",
+                "at least one text is required",
+            ));
+        }
+        let model = self.current();
+        let items = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                model.tokenize(t, kind).map_err(|e| match e {
+                    InferenceError::InvalidInput { message, .. } => {
+                        InferenceError::invalid(&format!("texts[{i}]"), message)
+                    }
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (reply, rx) = oneshot::channel();
+        // Count before sending so the worker's decrement can never run first.
+        self.counters.depth.fetch_add(1, Ordering::SeqCst);
+        match self.tx.try_send(Job {
+            model,
+            items,
+            reply,
+        }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.counters.depth.fetch_sub(1, Ordering::SeqCst);
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("confidant_inference_rejected_total").increment(1);
+                return Err(InferenceError::Overloaded {
+                    capacity: self.capacity,
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.counters.depth.fetch_sub(1, Ordering::SeqCst);
+                return Err(InferenceError::WorkerStopped);
+            }
+        }
+        metrics::gauge!("confidant_inference_queue_depth")
+            .set(self.counters.depth.load(Ordering::Relaxed) as f64);
+        rx.await.map_err(|_| InferenceError::WorkerStopped)?
+    }
+
+    /// True while the worker thread runs and has shown a sign of life in the last `within`.
+    pub fn worker_alive(&self, within: Duration) -> bool {
+        if self.worker.is_finished() {
+            return false;
+        }
+        let beat = Duration::from_millis(self.counters.heartbeat_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(beat) <= within
+    }
+
+    pub fn stats(&self) -> BatcherStats {
+        let c = &self.counters;
+        BatcherStats {
+            queue_depth: c.depth.load(Ordering::Relaxed),
+            queue_capacity: self.capacity,
+            batches: c.batches.load(Ordering::Relaxed),
+            texts: c.texts.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
+            worker_alive: self.worker_alive(Duration::from_secs(30)),
+        }
+    }
+}
+
+const IDLE_TICK: Duration = Duration::from_millis(500);
+
+fn worker_loop<E: BatchEncoder>(
+    rx: mpsc::Receiver<Job<E>>,
+    config: BatcherConfig,
+    counters: Arc<Counters>,
+    started: Instant,
+) {
+    let beat = |c: &Counters| {
+        c.heartbeat_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed)
+    };
+    loop {
+        beat(&counters);
+        let first = match rx.recv_timeout(IDLE_TICK) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut jobs = vec![first];
+        let mut tokens: usize = jobs[0].items.iter().map(Encoded::len).sum();
+        let deadline = Instant::now() + config.max_wait;
+        while tokens < config.max_batch_tokens {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(job) => {
+                    tokens += job.items.iter().map(Encoded::len).sum::<usize>();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let depth = counters.depth.fetch_sub(jobs.len(), Ordering::SeqCst) - jobs.len();
+        metrics::gauge!("confidant_inference_queue_depth").set(depth as f64);
+
+        // A caller that went away (timeout, cancelled RPC) costs no batch slot.
+        let before = jobs.len();
+        jobs.retain(|j| !j.reply.is_closed());
+        let cancelled = (before - jobs.len()) as u64;
+        if cancelled > 0 {
+            counters.cancelled.fetch_add(cancelled, Ordering::Relaxed);
+            metrics::counter!("confidant_inference_cancelled_total").increment(cancelled);
+        }
+        // Requests tokenised before a model swap finish on the model they were tokenised for.
+        while !jobs.is_empty() {
+            let model = jobs[0].model.clone();
+            let (same, rest): (Vec<_>, Vec<_>) = jobs
+                .into_iter()
+                .partition(|j| Arc::ptr_eq(&j.model, &model));
+            run_round(&*model, same, &config, &counters);
+            jobs = rest;
+        }
+    }
+}
+
+/// Runs every input of `jobs`, shortest first, in batches within the token budget, then
+/// answers each job.
+fn run_round<E: BatchEncoder>(
+    model: &E,
+    jobs: Vec<Job<E>>,
+    config: &BatcherConfig,
+    counters: &Counters,
+) {
+    let mut order: Vec<(usize, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| (0..job.items.len()).map(move |i| (j, i)))
+        .collect();
+    order.sort_by_key(|&(j, i)| jobs[j].items[i].len());
+
+    let mut results: Vec<Vec<Option<Vec<f32>>>> =
+        jobs.iter().map(|j| vec![None; j.items.len()]).collect();
+    let mut failures: Vec<Option<String>> = vec![None; jobs.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && end - start < config.max_batch_size {
+            let (j, i) = order[end];
+            // Sorted ascending, so the newcomer is the longest.
+            if (end - start + 1) * jobs[j].items[i].len() > config.max_batch_tokens {
+                break;
+            }
+            end += 1;
+        }
+        let slice = &order[start..end];
+        let batch: Vec<&Encoded> = slice.iter().map(|&(j, i)| &jobs[j].items[i]).collect();
+        let padded = batch.len() * batch.last().map_or(0, |e| e.len());
+        let t0 = Instant::now();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.forward(&batch)));
+        let secs = t0.elapsed().as_secs_f64();
+        metrics::histogram!("confidant_inference_batch_size").record(batch.len() as f64);
+        metrics::histogram!("confidant_inference_batch_tokens").record(padded as f64);
+        metrics::histogram!("confidant_inference_seconds").record(secs);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters
+            .texts
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        match outcome {
+            Ok(Ok(vectors)) if vectors.len() == slice.len() => {
+                for (&(j, i), v) in slice.iter().zip(vectors) {
+                    results[j][i] = Some(v);
+                }
+            }
+            other => {
+                let why = match other {
+                    Ok(Ok(_)) => "model returned the wrong number of vectors".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "model computation panicked".to_string(),
+                };
+                tracing::error!(error = %why, batch = batch.len(), "inference batch failed");
+                for &(j, _) in slice {
+                    failures[j] = Some(why.clone());
+                }
+            }
+        }
+        start = end;
+    }
+
+    for ((job, res), failure) in jobs.into_iter().zip(results).zip(failures) {
+        let answer = match failure {
+            Some(why) => Err(InferenceError::Device(why)),
+            None => Ok(job
+                .items
+                .iter()
+                .zip(res)
+                .map(|(e, v)| Embedding {
+                    vector: v.unwrap_or_default(),
+                    tokens: e.len(),
+                    truncated: e.truncated,
+                })
+                .collect()),
+        };
+        // The caller may have gone away meanwhile; nothing to do then.
+        let _ = job.reply.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::mpsc::Receiver;
+
+    /// A model whose "embedding" is the token count, recording each batch it sees, and
+    /// optionally blocking until released so tests can fill the queue deterministically.
+    struct Fake {
+        batches: Mutex<Vec<Vec<usize>>>,
+        gate: Mutex<Option<Receiver<()>>>,
+    }
+
+    impl Fake {
+        fn new(gate: Option<Receiver<()>>) -> Arc<Self> {
+            Arc::new(Self {
+                batches: Mutex::new(Vec::new()),
+                gate: Mutex::new(gate),
+            })
+        }
+    }
+
+    impl BatchEncoder for Fake {
+        fn tokenize(&self, text: &str, _: InputKind) -> Result<Encoded> {
+            if text.is_empty() {
+                return Err(InferenceError::invalid("text", "must not be empty"));
+            }
+            let n = text.split_whitespace().count();
+            Ok(Encoded {
+                ids: vec![1; n],
+                type_ids: vec![0; n],
+                truncated: false,
+            })
+        }
+
+        fn forward(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+            if let Some(gate) = self.gate.lock().unwrap().as_ref() {
+                let _ = gate.recv();
+            }
+            self.batches
+                .lock()
+                .unwrap()
+                .push(batch.iter().map(|e| e.len()).collect());
+            Ok(batch.iter().map(|e| vec![e.len() as f32]).collect())
+        }
+    }
+
+    fn words(n: usize) -> String {
+        vec!["w"; n].join(" ")
+    }
+
+    fn config(capacity: usize) -> BatcherConfig {
+        BatcherConfig {
+            queue_capacity: capacity,
+            max_batch_tokens: 64,
+            max_batch_size: 8,
+            max_wait: Duration::from_millis(20),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_caller_gets_its_own_answers_in_order() {
+        let fake = Fake::new(None);
+        let b = Arc::new(Batcher::new(fake.clone(), config(64)).unwrap());
+        let mut handles = Vec::new();
+        for c in 0..20usize {
+            let b = b.clone();
+            handles.push(tokio::spawn(async move {
+                let texts: Vec<String> = (1..=3).map(|k| words(c % 5 + k)).collect();
+                let out = b.embed(&texts, InputKind::Query).await.unwrap();
+                let got: Vec<f32> = out.iter().map(|e| e.vector[0]).collect();
+                let want: Vec<f32> = (1..=3).map(|k| (c % 5 + k) as f32).collect();
+                assert_eq!(got, want, "caller {c}");
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        for batch in fake.batches.lock().unwrap().iter() {
+            assert!(batch.len() <= 8);
+            let longest = *batch.iter().max().unwrap();
+            assert!(
+                batch.len() == 1 || batch.len() * longest <= 64,
+                "{batch:?} over budget"
+            );
+            assert!(
+                batch.windows(2).all(|w| w[0] <= w[1]),
+                "{batch:?} not length-sorted"
+            );
+        }
+        assert_eq!(b.stats().texts, 60);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn full_queue_is_refused_at_once_and_recovers() {
+        let (release, gate) = mpsc::channel();
+        let fake = Fake::new(Some(gate));
+        let b = Arc::new(Batcher::new(fake.clone(), config(2)).unwrap());
+        // The first request occupies the worker (blocked in forward); two more fill the queue.
+        let mut waiting = Vec::new();
+        for _ in 0..3 {
+            let b = b.clone();
+            waiting.push(tokio::spawn(async move {
+                b.embed(&[words(2)], InputKind::Query).await
+            }));
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        let refused = b.embed(&[words(2)], InputKind::Query).await;
+        assert!(
+            matches!(refused, Err(InferenceError::Overloaded { capacity: 2 })),
+            "{refused:?}"
+        );
+        assert_eq!(b.stats().rejected, 1);
+        for _ in 0..10 {
+            let _ = release.send(());
+        }
+        for w in waiting {
+            assert!(w.await.unwrap().is_ok());
+        }
+        drop(release);
+        assert!(b.embed(&[words(2)], InputKind::Query).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn cancelled_callers_take_no_batch_slot() {
+        let (release, gate) = mpsc::channel();
+        let fake = Fake::new(Some(gate));
+        let b = Arc::new(Batcher::new(fake.clone(), config(8)).unwrap());
+        let b1 = b.clone();
+        let first = tokio::spawn(async move { b1.embed(&[words(1)], InputKind::Query).await });
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Queued behind the blocked worker, then abandoned by its caller.
+        let b2 = b.clone();
+        let abandoned = tokio::spawn(async move { b2.embed(&[words(7)], InputKind::Query).await });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        abandoned.abort();
+        let _ = abandoned.await;
+        let b3 = b.clone();
+        let third = tokio::spawn(async move { b3.embed(&[words(3)], InputKind::Query).await });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Dropping the sender opens the gate for good (recv fails from then on).
+        drop(release);
+        first.await.unwrap().unwrap();
+        assert_eq!(third.await.unwrap().unwrap()[0].vector, vec![3.0]);
+        let seen: Vec<usize> = fake
+            .batches
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        assert!(!seen.contains(&7), "abandoned request was run: {seen:?}");
+        assert_eq!(b.stats().cancelled, 1);
+    }
+
+    #[tokio::test]
+    async fn empty_inputs_name_the_field() {
+        let b = Batcher::new(Fake::new(None), config(4)).unwrap();
+        let err = b
+            .embed(&["a".into(), String::new()], InputKind::Query)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "texts[1]: must not be empty");
+        let err = b.embed(&[], InputKind::Query).await.unwrap_err();
+        assert!(err.to_string().starts_with("texts:"));
+    }
+
+    #[tokio::test]
+    async fn swap_serves_new_requests_with_the_new_model() {
+        let old = Fake::new(None);
+        let new = Fake::new(None);
+        let b = Batcher::new(old.clone(), config(4)).unwrap();
+        b.embed(&[words(2)], InputKind::Query).await.unwrap();
+        b.swap(new.clone());
+        b.embed(&[words(2)], InputKind::Query).await.unwrap();
+        assert_eq!(old.batches.lock().unwrap().len(), 1);
+        assert_eq!(new.batches.lock().unwrap().len(), 1);
+        assert!(b.worker_alive(Duration::from_secs(5)));
+    }
+}

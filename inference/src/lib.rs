@@ -1,0 +1,26 @@
+//! Confidant's inference engine.
+//!
+//! Loads sentence-embedding models from local directories (Hugging Face layout plus a
+//! `confidant-model.toml` manifest of SHA-256 sums) and serves them through a dynamic
+//! batcher: callers enqueue texts, one worker per device forms batches by a token budget
+//! and a short maximum wait, and a full queue is refused at once with [`InferenceError::Overloaded`].
+//!
+//! No gRPC and no database here: the daemon and the CLI build on this crate.
+
+mod batcher;
+mod device;
+mod error;
+mod manifest;
+mod model;
+mod pooling;
+mod st_config;
+mod tokenize;
+
+pub use batcher::{BatchEncoder, Batcher, BatcherConfig, BatcherStats};
+pub use device::DeviceKind;
+pub use error::InferenceError;
+pub use manifest::{Architecture, MANIFEST_FILE, Manifest, ModelInfo, Pooling, sha256_file};
+pub use model::{Embedding, EmbeddingModel, LoadOptions};
+pub use tokenize::{Encoded, InputKind};
+
+pub type Result<T, E = InferenceError> = std::result::Result<T, E>;

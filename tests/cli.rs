@@ -1,0 +1,133 @@
+//! End-to-end tests of confidantctl: offline commands on the real default model, and
+//! daemon commands against a real confidantd over its Unix socket.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{Daemon, cosine, model_dir, reference};
+
+fn ctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_confidantctl"))
+        .args(args)
+        .env_remove("CONFIDANT_ADDR")
+        .output()
+        .expect("run confidantctl")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[test]
+fn models_verify_accepts_the_default_model_and_names_a_tampered_file() {
+    let Some(model) = model_dir() else { return };
+    let ok = ctl(&["models", "verify", model.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout(&ok).starts_with("OK  all-MiniLM-L6-v2"),
+        "{}",
+        stdout(&ok)
+    );
+
+    let copy = tempfile::tempdir().unwrap();
+    for f in ["confidant-model.toml", "config.json", "tokenizer.json"] {
+        std::fs::copy(model.join(f), copy.path().join(f)).unwrap();
+    }
+    let bad = ctl(&["models", "verify", copy.path().to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("missing"), "{err}");
+
+    std::fs::copy(
+        model.join("tokenizer.json"),
+        copy.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let tampered = ctl(&["models", "verify", "--json", copy.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&tampered.stderr);
+    assert_eq!(tampered.status.code(), Some(1));
+    assert!(
+        err.contains("1_Pooling/config.json") || err.contains("model.safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn embed_prints_one_json_line_per_text_matching_the_reference() {
+    let Some(model) = model_dir() else { return };
+    let refs = reference();
+    let mut args = vec!["embed", "--model-dir", model.to_str().unwrap()];
+    args.extend(refs.iter().map(|(t, _)| t.as_str()));
+    let out = ctl(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), refs.len());
+    for (line, (text, want)) in lines.iter().zip(&refs) {
+        assert_eq!(line["text"], text.as_str());
+        assert_eq!(line["truncated"], false);
+        let got: Vec<f32> = line["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert!(cosine(&got, want) >= 0.9999);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_health_and_models_over_the_unix_socket() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start(&model, "").await;
+    let addr = format!("unix:{}", d.socket().display());
+    let status = ctl(&["--addr", &addr, "--json", "status"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout(&status).trim()).unwrap();
+    assert_eq!(v["models"][0]["name"], "all-MiniLM-L6-v2");
+    assert_eq!(v["queue"]["worker_alive"], true);
+
+    let health = ctl(&["--addr", &addr, "health"]);
+    assert!(health.status.success());
+    assert_eq!(stdout(&health).trim(), "SERVING");
+
+    let table = ctl(&["--addr", &d.addr, "models", "list"]);
+    assert!(table.status.success());
+    assert!(
+        stdout(&table).contains("all-MiniLM-L6-v2"),
+        "{}",
+        stdout(&table)
+    );
+
+    let reload = ctl(&["--addr", &addr, "models", "reload"]);
+    assert!(
+        reload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+}
+
+#[test]
+fn unreachable_daemon_exits_2() {
+    let port = common::free_port();
+    let out = ctl(&["--addr", &format!("http://127.0.0.1:{port}"), "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}

@@ -1,0 +1,234 @@
+//! Shared helpers for the end-to-end tests: start the real `confidantd` binary with a
+//! temporary config, wait until it serves, talk to it over real gRPC, stop it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+/// The confidantd binary: Cargo names it for the daemon's own tests; other packages' tests
+/// find it beside their own test executable (target/<profile>/), where `cargo test
+/// --workspace` has built it.
+pub fn daemon_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_confidantd") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("confidantd"))
+        .expect("target directory");
+    assert!(
+        bin.is_file(),
+        "{} not built: run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// The default model, or `None` (with a loud message) where it is not installed. In CI
+/// (CI set) a missing model is a failure: .ci/run installs it first.
+pub fn model_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("CONFIDANT_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2")
+        });
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "default model missing at {} in CI: run models/install-default",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: default model not installed at {} (run models/install-default)",
+        dir.display()
+    );
+    None
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts confidantd with `extra` TOML appended to a config that points at `model`
+    /// and at a fresh port, and waits until its health service answers SERVING.
+    pub async fn start(model: &Path, extra: &str) -> Daemon {
+        Self::start_with_env(model, extra, &[]).await
+    }
+
+    pub async fn start_with_env(model: &Path, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let socket = dir.path().join("confidantd.sock");
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[model]\ndir = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n{extra}\n",
+            socket.display(),
+            free_port(),
+            model.display()
+        );
+        let config_path = dir.path().join("confidantd.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut cmd = Command::new(daemon_bin());
+        cmd.arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn confidantd");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut d = Daemon {
+            child,
+            addr: format!("http://127.0.0.1:{port}"),
+            port,
+            dir,
+            config_path,
+            logs,
+        };
+        d.wait_serving().await;
+        d
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("confidantd.sock")
+    }
+
+    pub async fn wait_serving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "confidantd exited early with {status}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(ch) = Channel::from_shared(self.addr.clone())
+                .unwrap()
+                .connect()
+                .await
+            {
+                let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+                if let Ok(r) = h
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    && r.into_inner().status == 1
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "confidantd never became ready; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.addr.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to confidantd")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "confidantd did not exit within {within:?}; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// (sentence, reference embedding) pairs from sentence-transformers.
+pub fn reference() -> Vec<(String, Vec<f32>)> {
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../../inference/tests/data/reference.json")).unwrap();
+    v["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["text"].as_str().unwrap().to_string(),
+                s["embedding"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect(),
+            )
+        })
+        .collect()
+}

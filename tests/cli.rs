@@ -108,7 +108,10 @@ async fn status_health_and_models_over_the_unix_socket() {
     assert!(health.status.success());
     assert_eq!(stdout(&health).trim(), "SERVING");
 
-    let table = ctl(&["--addr", &d.addr, "models", "list"]);
+    let no_token = ctl(&["--addr", &d.addr, "models", "list"]);
+    assert_eq!(no_token.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("authorization"));
+    let table = ctl(&["--addr", &d.addr, "--token", &d.token, "models", "list"]);
     assert!(table.status.success());
     assert!(
         stdout(&table).contains("all-MiniLM-L6-v2"),
@@ -130,4 +133,65 @@ fn unreachable_daemon_exits_2() {
     let out = ctl(&["--addr", &format!("http://127.0.0.1:{port}"), "status"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_audit_from_the_cli() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start(&model, "").await;
+    let addr = format!("unix:{}", d.socket().display());
+    let created = ctl(&[
+        "--addr", &addr, "--json", "tokens", "create", "--role", "bot,qa", "--tenant", "bank9",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout(&created).trim()).unwrap();
+    let (id, secret) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["token"].as_str().unwrap().to_string(),
+    );
+    assert!(secret.starts_with("cfd_"));
+    assert_eq!(v["roles"], serde_json::json!(["bot", "qa"]));
+
+    // The token file works for TCP calls; a bot token cannot list tokens (exit 1).
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("token");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let denied = ctl(&[
+        "--addr",
+        &d.addr,
+        "--token-file",
+        file.to_str().unwrap(),
+        "tokens",
+        "list",
+    ]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("admin"));
+
+    let list = ctl(&["--addr", &addr, "tokens", "list", "--tenant", "bank9"]);
+    assert!(list.status.success());
+    let out = stdout(&list);
+    assert!(out.contains(&id) && out.contains("bot,qa"), "{out}");
+    assert!(!out.contains(&secret), "a secret was listed");
+
+    let revoke = ctl(&["--addr", &addr, "tokens", "revoke", &id]);
+    assert!(revoke.status.success());
+    let missing = ctl(&["--addr", &addr, "tokens", "revoke", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+
+    let audit = ctl(&["--addr", &addr, "--json", "audit", "--tenant", "bank9"]);
+    assert!(audit.status.success());
+    let actions: Vec<String> = stdout(&audit)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(actions, vec!["token.revoke", "token.create"]);
 }

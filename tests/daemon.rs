@@ -34,7 +34,11 @@ async fn embeds_over_grpc_with_reference_parity_and_clear_errors() {
     let mut c = EmbeddingServiceClient::new(d.channel().await);
     let refs = reference();
     let texts: Vec<&str> = refs.iter().map(|(t, _)| t.as_str()).collect();
-    let r = c.embed(embed_request(&texts)).await.unwrap().into_inner();
+    let r = c
+        .embed(d.req(embed_request(&texts)))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.model, "all-MiniLM-L6-v2");
     assert_eq!(r.dimension, 384);
     assert_eq!(r.embeddings.len(), refs.len());
@@ -44,30 +48,40 @@ async fn embeds_over_grpc_with_reference_parity_and_clear_errors() {
         assert!(!got.truncated);
     }
 
-    let err = c.embed(embed_request(&["fine", "  "])).await.unwrap_err();
+    let err = c
+        .embed(d.req(embed_request(&["fine", "  "])))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("texts[1]"), "{}", err.message());
-    let err = c.embed(embed_request(&[])).await.unwrap_err();
+    let err = c.embed(d.req(embed_request(&[]))).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = c.embed(embed_request(&["x"; 9])).await.unwrap_err();
+    let err = c.embed(d.req(embed_request(&["x"; 9]))).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("limit of 8"), "{}", err.message());
     let long = "a".repeat(501);
-    let err = c.embed(embed_request(&["ok", &long])).await.unwrap_err();
+    let err = c
+        .embed(d.req(embed_request(&["ok", &long])))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("texts[1]"), "{}", err.message());
     let err = c
-        .embed(pb::EmbedRequest {
+        .embed(d.req(pb::EmbedRequest {
             texts: vec!["x".into()],
             kind: 42,
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("kind"));
 
     // The daemon is still fine after the bad calls.
-    assert!(c.embed(embed_request(&["still serving"])).await.is_ok());
+    assert!(
+        c.embed(d.req(embed_request(&["still serving"])))
+            .await
+            .is_ok()
+    );
     // Customer text never reaches the log.
     assert!(!d.log_text().contains("online banking password"));
 }
@@ -137,11 +151,15 @@ async fn overload_answers_resource_exhausted_and_recovers() {
     for _ in 0..24 {
         let mut c = EmbeddingServiceClient::new(channel.clone());
         let texts = vec![long.clone(); 32];
+        let token = d.token.clone();
         calls.push(tokio::spawn(async move {
-            c.embed(pb::EmbedRequest { texts, kind: 0 })
-                .await
-                .map(|_| ())
-                .map_err(|s| s.code())
+            c.embed(common::with_token(
+                pb::EmbedRequest { texts, kind: 0 },
+                &token,
+            ))
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code())
         }));
     }
     let (mut ok, mut exhausted) = (0, 0);
@@ -159,9 +177,13 @@ async fn overload_answers_resource_exhausted_and_recovers() {
     );
     // Recovers at once.
     let mut c = EmbeddingServiceClient::new(channel);
-    assert!(c.embed(embed_request(&["hello"])).await.is_ok());
+    assert!(c.embed(d.req(embed_request(&["hello"]))).await.is_ok());
     let mut a = AdminServiceClient::new(d.channel().await);
-    let s = a.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let s = a
+        .status(d.req(pb::StatusRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(s.queue.unwrap().rejected >= exhausted as u64);
 }
 
@@ -219,12 +241,12 @@ async fn plays_systemd_notify_reload_with_broken_model_and_drain() {
     recv_notify(&sock, "READY=1", &mut seen);
     let mut c = EmbeddingServiceClient::new(d.channel().await);
     let r = c
-        .embed(embed_request(&["still the old model"]))
+        .embed(d.req(embed_request(&["still the old model"])))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.dimension, 384);
-    let mut admin = AdminServiceClient::new(d.channel().await);
+    let mut admin = AdminServiceClient::new(d.local_channel().await);
     let err = admin
         .reload_models(pb::ReloadModelsRequest {})
         .await
@@ -248,10 +270,13 @@ async fn plays_systemd_notify_reload_with_broken_model_and_drain() {
 
     // SIGTERM while a call is in flight: STOPPING=1, the call completes, exit 0.
     let mut slow = EmbeddingServiceClient::new(d.channel().await);
-    let texts =
+    let req_texts =
         vec!["please tell me everything about my mortgage and the interest rates ".repeat(12); 64];
-    let in_flight =
-        tokio::spawn(async move { slow.embed(pb::EmbedRequest { texts, kind: 0 }).await });
+    let req = d.req(pb::EmbedRequest {
+        texts: req_texts,
+        kind: 0,
+    });
+    let in_flight = tokio::spawn(async move { slow.embed(req).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     d.signal("TERM");
     recv_notify(&sock, "STOPPING=1", &mut seen);
@@ -308,6 +333,7 @@ fn missing_model_fails_start_with_a_clear_error() {
         .arg("--config")
         .arg(&config)
         .env("CONFIDANT__MODEL__DIR", tmp.path().join("nope"))
+        .env("CONFIDANT__STORAGE__URL", common::storage_url(tmp.path()))
         .env(
             "CONFIDANT__SERVER__LISTEN",
             format!("127.0.0.1:{}", common::free_port()),
@@ -326,4 +352,238 @@ fn missing_model_fails_start_with_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_roles_tenants_and_audit() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start(&model, "").await;
+    auth_suite(&d).await;
+}
+
+/// Authentication, role checks, tenant isolation, revocation and the audit trail, through
+/// the real daemon; run on SQLite and (where reachable) PostgreSQL.
+async fn auth_suite(d: &Daemon) {
+    let ch = d.channel().await;
+    let mut e = EmbeddingServiceClient::new(ch.clone());
+    let mut a = AdminServiceClient::new(ch.clone());
+
+    // No token, a malformed header, an unknown token: UNAUTHENTICATED.
+    let err = e.embed(embed_request(&["hi"])).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut bad = tonic::Request::new(embed_request(&["hi"]));
+    bad.metadata_mut()
+        .insert("authorization", "Basic abc".parse().unwrap());
+    assert_eq!(
+        e.embed(bad).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let forged = common::with_token(embed_request(&["hi"]), "cfd_0000");
+    assert_eq!(
+        e.embed(forged).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+
+    // A bot token embeds but may not administer.
+    let bot = d.create_token(&["bot"], "t1").await;
+    assert!(
+        e.embed(common::with_token(embed_request(&["hi"]), &bot))
+            .await
+            .is_ok()
+    );
+    let err = a
+        .status(common::with_token(pb::StatusRequest {}, &bot))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Tenant isolation: t1's admin sees and touches only t1.
+    let t2_bot = d.create_token(&["bot"], "t2").await;
+    let err = a
+        .list_tokens(d.req(pb::ListTokensRequest {
+            tenant: "t2".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let mine = a
+        .list_tokens(d.req(pb::ListTokensRequest {
+            tenant: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    assert!(mine.iter().all(|t| t.tenant == "t1"), "{mine:?}");
+    assert!(mine.len() >= 2);
+    let mut local = AdminServiceClient::new(d.local_channel().await);
+    let t2 = local
+        .list_tokens(pb::ListTokensRequest {
+            tenant: "t2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    assert_eq!(t2.len(), 1);
+    let err = a
+        .revoke_token(d.req(pb::RevokeTokenRequest {
+            id: t2[0].id.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "another tenant's token must look absent"
+    );
+    let err = a
+        .create_token(d.req(pb::CreateTokenRequest {
+            roles: vec!["bot".into()],
+            tenant: "t2".into(),
+            description: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = a
+        .create_token(d.req(pb::CreateTokenRequest {
+            roles: vec!["bot".into(), "root".into()],
+            tenant: String::new(),
+            description: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("roles[1]"), "{}", err.message());
+    // Model reload is for the local operator only.
+    let err = a
+        .reload_models(d.req(pb::ReloadModelsRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Revocation takes effect at once; stored as a hash only.
+    let bot_id = mine.iter().find(|t| t.roles == ["bot"]).unwrap().id.clone();
+    a.revoke_token(d.req(pb::RevokeTokenRequest { id: bot_id.clone() }))
+        .await
+        .unwrap();
+    let err = e
+        .embed(common::with_token(embed_request(&["hi"]), &bot))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(
+        e.embed(common::with_token(embed_request(&["hi"]), &t2_bot))
+            .await
+            .is_ok()
+    );
+
+    // The audit trail: t1's admin sees t1's entries only, with who did what.
+    let records = a
+        .list_audit(d.req(pb::ListAuditRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(records.iter().all(|r| r.tenant == "t1"), "{records:?}");
+    assert!(records.iter().any(|r| r.action == "token.revoke"
+        && r.target == bot_id
+        && r.actor.starts_with("token:")));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.action == "token.create" && r.actor.starts_with("local"))
+    );
+    let all = local
+        .list_audit(pb::ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(all.iter().any(|r| r.tenant == "t2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_suite_on_postgresql() {
+    use sqlx::Executor;
+    let Some(model) = model_dir() else { return };
+    let url = std::env::var("CONFIDANT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    sqlx::any::install_default_drivers();
+    let admin = match sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&url)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED (PostgreSQL): the_same_suite_on_postgresql: no server at {url}: {e}"
+            );
+            return;
+        }
+    };
+    let schema = format!("confidant_e2e_{}", std::process::id());
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .await
+        .unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .await
+        .unwrap();
+    let scoped = format!("{url}?options=-c%20search_path%3D{schema}");
+    {
+        let d = Daemon::start_with_env(&model, "", &[("CONFIDANT__STORAGE__URL", &scoped)]).await;
+        auth_suite(&d).await;
+    }
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_pii_never_reaches_logs_or_the_database() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start_with_env(&model, "", &[("CONFIDANT__LOG__LEVEL", "debug")]).await;
+    let mut e = EmbeddingServiceClient::new(d.channel().await);
+    let pii = [
+        "4111 1111 1111 1111",
+        "11010519491231002X",
+        "13812345678",
+        "jane.doe@example.com",
+        "GB82 WEST 1234 5698 7654 32",
+    ];
+    let texts: Vec<String> = pii
+        .iter()
+        .map(|p| format!("my details are {p}, please help"))
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    e.embed(d.req(embed_request(&refs))).await.unwrap();
+    let _ = e
+        .embed(d.req(embed_request(&["", refs[0]])))
+        .await
+        .unwrap_err();
+    d.signal("TERM");
+    let mut d = d;
+    d.wait_exit(Duration::from_secs(30));
+    let logs = d.log_text();
+    let mut db = Vec::new();
+    for entry in std::fs::read_dir(d.dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.to_string_lossy().contains("confidant.db") {
+            db.extend(std::fs::read(p).unwrap());
+        }
+    }
+    assert!(!db.is_empty(), "no database files found");
+    let db = String::from_utf8_lossy(&db);
+    for p in pii {
+        assert!(!logs.contains(p), "{p} leaked into the log");
+        assert!(!db.contains(p), "{p} leaked into the database");
+    }
 }

@@ -1,7 +1,10 @@
-//! Connecting to the daemon: a Unix socket for the local operator, or TCP/TLS.
+//! Connecting to the daemon: a Unix socket for the local operator, or TCP/TLS with a token.
 
 use anyhow::Context;
 use hyper_util::rt::TokioIo;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::Cli;
@@ -14,7 +17,45 @@ pub struct ConnectError {
     pub reason: String,
 }
 
-pub async fn connect(cli: &Cli) -> anyhow::Result<Channel> {
+/// Adds `authorization: Bearer …` to every call when a token was given.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Conn = InterceptedService<Channel, Bearer>;
+
+fn bearer(cli: &Cli) -> anyhow::Result<Bearer> {
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading token file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let value = token
+        .map(|t| format!("Bearer {t}").parse())
+        .transpose()
+        .context("the token has characters a header cannot carry")?;
+    Ok(Bearer(value))
+}
+
+pub async fn connect(cli: &Cli) -> anyhow::Result<Conn> {
+    let auth = bearer(cli)?;
+    Ok(InterceptedService::new(channel(cli).await?, auth))
+}
+
+async fn channel(cli: &Cli) -> anyhow::Result<Channel> {
     let fail = |reason: String| ConnectError {
         addr: cli.addr.clone(),
         reason,

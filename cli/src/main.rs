@@ -26,6 +26,12 @@ pub struct Cli {
     /// PEM CA certificate to verify an https:// daemon with.
     #[arg(long, global = true, env = "CONFIDANT_CA")]
     ca: Option<std::path::PathBuf>,
+    /// API token (for TCP; the Unix socket needs none).
+    #[arg(long, global = true, env = "CONFIDANT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Read the API token from this file instead.
+    #[arg(long, global = true, env = "CONFIDANT_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -44,6 +50,13 @@ enum Command {
         #[command(subcommand)]
         command: commands::models::ModelsCommand,
     },
+    /// API tokens: create (shown once), list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: commands::tokens::TokensCommand,
+    },
+    /// The audit trail, newest first.
+    Audit(commands::tokens::AuditArgs),
     /// Embed texts offline with a model directory; one JSON line per text.
     Embed(commands::embed::EmbedArgs),
     /// Print shell completions.
@@ -70,6 +83,8 @@ fn main() -> ExitCode {
             Command::Status => commands::admin::status(&cli).await,
             Command::Health => commands::admin::health(&cli).await,
             Command::Models { command } => commands::models::run(&cli, command).await,
+            Command::Tokens { command } => commands::tokens::run(&cli, command).await,
+            Command::Audit(args) => commands::tokens::audit(&cli, args).await,
             Command::Embed(args) => commands::embed::run(&cli, args),
             Command::Completions { shell } => {
                 clap_complete::generate(

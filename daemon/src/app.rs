@@ -1,22 +1,31 @@
-//! The state every service shares: the configuration in force and the models.
+//! The state every service shares: the configuration in force, storage, the token cache
+//! and the models.
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use confidant_inference::{Batcher, EmbeddingModel, InferenceError};
 
+use crate::auth::TokenCache;
 use crate::config::Config;
+use crate::store::Store;
 
 pub struct App {
     config: RwLock<Arc<Config>>,
     batcher: Batcher<EmbeddingModel>,
+    store: Store,
+    tokens: Arc<TokenCache>,
     started: Instant,
 }
 
 impl App {
     /// Loads the configured model (blocking: call it off the async runtime) and starts the
     /// inference worker.
-    pub fn start(config: Config) -> Result<Self, InferenceError> {
+    pub fn start(
+        config: Config,
+        store: Store,
+        tokens: Arc<TokenCache>,
+    ) -> Result<Self, InferenceError> {
         let model = Arc::new(EmbeddingModel::load(
             &config.model.dir,
             &config.load_options(),
@@ -26,6 +35,8 @@ impl App {
         Ok(Self {
             config: RwLock::new(Arc::new(config)),
             batcher,
+            store,
+            tokens,
             started: Instant::now(),
         })
     }
@@ -39,6 +50,14 @@ impl App {
 
     pub fn batcher(&self) -> &Batcher<EmbeddingModel> {
         &self.batcher
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn tokens(&self) -> &Arc<TokenCache> {
+        &self.tokens
     }
 
     pub fn uptime_seconds(&self) -> u64 {

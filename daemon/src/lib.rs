@@ -3,7 +3,9 @@
 //! and `app` (the shared state the services delegate to).
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod ops;
 pub mod redact;
 pub mod rpc;
+pub mod store;

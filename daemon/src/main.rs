@@ -7,9 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use confidant_daemon::app::App;
+use confidant_daemon::auth::TokenCache;
 use confidant_daemon::config::{self, Config};
 use confidant_daemon::ops::{self, notify};
 use confidant_daemon::rpc;
+use confidant_daemon::store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -82,9 +84,17 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
         ops::metrics::install(addr).context("starting the metrics listener")?;
     }
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    notify::status("opening storage");
+    let store = Store::open(&config.storage.url)
+        .await
+        .context("storage.url")?;
+    let tokens = TokenCache::load(store.clone())
+        .await
+        .context("loading API tokens")?;
+    tokens.spawn_maintenance(Duration::from_secs(5));
     notify::status(&format!("loading model {}", config.model.dir.display()));
     let app = Arc::new(
-        tokio::task::spawn_blocking(move || App::start(config))
+        tokio::task::spawn_blocking(move || App::start(config, store, tokens))
             .await
             .context("model loading task")?
             .context("loading the embedding model")?,
@@ -98,6 +108,7 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
         stop_rx,
     ));
     notify::spawn_watchdog(app.clone());
+    ops::retention::spawn(app.clone());
     notify::ready();
     tracing::info!("confidantd ready");
 
@@ -131,6 +142,8 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
             server.abort();
         }
     }
+    app.tokens().flush_used().await.ok();
+    app.store().close().await;
     tracing::info!("confidantd stopped");
     Ok(())
 }

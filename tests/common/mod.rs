@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
+use confidant_proto::v1 as pb;
+use tonic::transport::{Channel, Endpoint};
 
 /// The confidantd binary: Cargo names it for the daemon's own tests; other packages' tests
 /// find it beside their own test executable (target/<profile>/), where `cargo test
@@ -70,6 +71,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// A token for tenant "t1" with every role, created over the local socket.
+    pub token: String,
 }
 
 impl Daemon {
@@ -84,10 +87,11 @@ impl Daemon {
         let port = free_port();
         let socket = dir.path().join("confidantd.sock");
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[model]\ndir = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[model]\ndir = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n[storage]\nurl = \"{}\"\n{extra}\n",
             socket.display(),
             free_port(),
-            model.display()
+            model.display(),
+            storage_url(dir.path()),
         );
         let config_path = dir.path().join("confidantd.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -116,9 +120,51 @@ impl Daemon {
             dir,
             config_path,
             logs,
+            token: String::new(),
         };
         d.wait_serving().await;
+        d.token = d
+            .create_token(&["bot", "assist", "qa", "kb-editor", "admin"], "t1")
+            .await;
         d
+    }
+
+    /// Creates a token over the local socket (the operator's path).
+    pub async fn create_token(&self, roles: &[&str], tenant: &str) -> String {
+        let mut admin =
+            pb::admin_service_client::AdminServiceClient::new(self.local_channel().await);
+        admin
+            .create_token(pb::CreateTokenRequest {
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                tenant: tenant.into(),
+                description: "e2e".into(),
+            })
+            .await
+            .expect("create token over the Unix socket")
+            .into_inner()
+            .token
+    }
+
+    /// `msg` with this daemon's default token.
+    pub fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        with_token(msg, &self.token)
+    }
+
+    /// A channel over the daemon's Unix socket: the local operator.
+    pub async fn local_channel(&self) -> Channel {
+        let path = self.socket();
+        Endpoint::try_from("http://[::]:50051")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect to the Unix socket")
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -202,6 +248,19 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The per-test SQLite database (CONFIDANT__STORAGE__URL in the daemon's environment
+/// overrides it, e.g. for PostgreSQL).
+pub fn storage_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("confidant.db").display())
+}
+
+pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {

@@ -1,3 +1,4 @@
 pub mod admin;
 pub mod embed;
 pub mod models;
+pub mod tokens;

@@ -39,6 +39,41 @@ pub struct Config {
     pub inference: InferenceConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub storage: StorageConfig,
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite:///path/to/file.db` (the embedded default) or `postgres://user@host/db`.
+    pub url: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite:///var/lib/confidant/confidant.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Audit records older than this many days are deleted; 0 keeps them for ever.
+    pub audit_days: u64,
+    /// How often the retention task runs.
+    pub interval_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            audit_days: 400,
+            interval_seconds: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +296,19 @@ impl Config {
                 return Err(invalid(key, "must be positive"));
             }
         }
+        let url = &self.storage.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "storage.url",
+                "expected sqlite:///path or postgres://…",
+            ));
+        }
+        if self.retention.interval_seconds == 0 {
+            return Err(invalid("retention.interval_seconds", "must be positive"));
+        }
         if !["auto", "text", "json"].contains(&self.log.format.as_str()) {
             return Err(invalid("log.format", "expected auto, text or json"));
         }
@@ -372,6 +420,7 @@ mod tests {
                 "server.tls_key",
             ),
             ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[storage]\nurl = \"mysql://x\"\n", "storage.url"),
             ("[server]\nlisen = \"x\"\n", "lisen"),
             ("[inference]\nqueue_capacity = \"many\"\n", "queue_capacity"),
         ];

@@ -4,6 +4,7 @@ pub mod activation;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod retention;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! `confidant.v1.AdminService`: status and model reload for operators.
+//! `confidant.v1.AdminService`: status, model reload, tokens and the audit trail.
 
 use std::sync::Arc;
 
@@ -8,7 +8,9 @@ use tonic::{Request, Response, Status};
 use super::ServiceError;
 use super::observe::observed;
 use crate::app::App;
+use crate::auth::{self, Identity, Role};
 use crate::ops::reload;
+use crate::store::{AuditFilter, TokenRecord, now_ms};
 
 pub struct AdminService {
     app: Arc<App>,
@@ -19,6 +21,27 @@ impl AdminService {
     pub fn new(app: Arc<App>, config_path: Option<std::path::PathBuf>) -> Self {
         Self { app, config_path }
     }
+
+    async fn audit(
+        &self,
+        who: &Identity,
+        tenant: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<(), ServiceError> {
+        self.app
+            .store()
+            .audit(&who.actor, tenant, action, target, detail)
+            .await?;
+        Ok(())
+    }
+}
+
+fn admin<T>(req: &Request<T>) -> Result<Identity, ServiceError> {
+    let who = auth::identity(req)?;
+    who.require(Role::Admin)?;
+    Ok(who)
 }
 
 pub(crate) fn model_status(app: &App) -> Vec<pb::ModelStatus> {
@@ -37,13 +60,33 @@ pub(crate) fn model_status(app: &App) -> Vec<pb::ModelStatus> {
     }]
 }
 
+fn token_info(t: TokenRecord) -> pb::TokenInfo {
+    pb::TokenInfo {
+        id: t.id,
+        tenant: t.tenant,
+        roles: t.roles,
+        description: t.description,
+        created_at_ms: t.created_at,
+        last_used_at_ms: t.last_used_at.unwrap_or(0),
+        revoked_at_ms: t.revoked_at.unwrap_or(0),
+    }
+}
+
+fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 #[tonic::async_trait]
 impl pb::admin_service_server::AdminService for AdminService {
     async fn status(
         &self,
-        _: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         observed("Status", async {
+            admin(&req)?;
             let q = self.app.batcher().stats();
             Ok(pb::StatusResponse {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -65,18 +108,188 @@ impl pb::admin_service_server::AdminService for AdminService {
 
     async fn reload_models(
         &self,
-        _: Request<pb::ReloadModelsRequest>,
+        req: Request<pb::ReloadModelsRequest>,
     ) -> Result<Response<pb::ReloadModelsResponse>, Status> {
         observed("ReloadModels", async {
-            reload(&self.app, self.config_path.as_deref())
-                .await
-                .map_err(|e| {
-                    ServiceError::FailedPrecondition(format!(
-                        "reload failed, previous models keep serving: {e}"
-                    ))
-                })?;
+            let who = admin(&req)?;
+            // Models serve every tenant: only the site operator may swap them.
+            if !who.is_local() {
+                return Err(auth::AuthError::PermissionDenied(
+                    "model reload is for the local operator".into(),
+                )
+                .into());
+            }
+            let result = reload(&self.app, self.config_path.as_deref()).await;
+            let detail = match &result {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("failed: {e}"),
+            };
+            self.audit(&who, "", "model.reload", "", &detail).await?;
+            result.map_err(|e| {
+                ServiceError::FailedPrecondition(format!(
+                    "reload failed, previous models keep serving: {e}"
+                ))
+            })?;
             Ok(pb::ReloadModelsResponse {
                 models: model_status(&self.app),
+            })
+        })
+        .await
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        observed("CreateToken", async {
+            let who = admin(&req)?;
+            let r = req.into_inner();
+            let tenant = who
+                .scope(&r.tenant)?
+                .ok_or_else(|| ServiceError::invalid("tenant", "required"))?;
+            if !valid_tenant(&tenant) {
+                return Err(ServiceError::invalid(
+                    "tenant",
+                    "1–64 characters of letters, digits, '-', '_' or '.'",
+                ));
+            }
+            if r.roles.is_empty() {
+                return Err(ServiceError::invalid(
+                    "roles",
+                    "at least one role is required",
+                ));
+            }
+            let mut roles = Vec::new();
+            for (i, role) in r.roles.iter().enumerate() {
+                let role: Role = role
+                    .parse()
+                    .map_err(|e: String| ServiceError::invalid(format!("roles[{i}]"), e))?;
+                if !roles.contains(&role) {
+                    roles.push(role);
+                }
+            }
+            if r.description.chars().count() > 200 {
+                return Err(ServiceError::invalid(
+                    "description",
+                    "at most 200 characters",
+                ));
+            }
+            let (id, secret) = auth::generate_token().map_err(|e| {
+                ServiceError::FailedPrecondition(format!("no system randomness: {e}"))
+            })?;
+            let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+            self.app
+                .store()
+                .insert_token(&TokenRecord {
+                    id: id.clone(),
+                    tenant: tenant.clone(),
+                    roles: roles.clone(),
+                    token_hash: auth::hash_token(&secret),
+                    description: r.description.clone(),
+                    created_at: now_ms(),
+                    last_used_at: None,
+                    revoked_at: None,
+                })
+                .await?;
+            self.app.tokens().refresh().await?;
+            self.audit(
+                &who,
+                &tenant,
+                "token.create",
+                &id,
+                &format!("roles={}", roles.join(",")),
+            )
+            .await?;
+            Ok(pb::CreateTokenResponse {
+                id,
+                token: secret,
+                tenant,
+                roles,
+            })
+        })
+        .await
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        observed("ListTokens", async {
+            let who = admin(&req)?;
+            let tenant = who.scope(&req.get_ref().tenant)?;
+            let tokens = self.app.store().list_tokens(tenant.as_deref()).await?;
+            Ok(pb::ListTokensResponse {
+                tokens: tokens.into_iter().map(token_info).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        observed("RevokeToken", async {
+            let who = admin(&req)?;
+            let id = req.get_ref().id.trim();
+            if id.is_empty() {
+                return Err(ServiceError::invalid("id", "required"));
+            }
+            let token = self.app.store().get_token(id).await?;
+            // Another tenant's token is reported as absent, not as forbidden: its
+            // existence is not this caller's business.
+            if who.scope(&token.tenant).is_err() {
+                return Err(crate::store::StoreError::NotFound(format!("token {id}")).into());
+            }
+            self.app.store().revoke_token(id).await?;
+            self.app.tokens().refresh().await?;
+            self.audit(&who, &token.tenant, "token.revoke", id, "")
+                .await?;
+            Ok(pb::RevokeTokenResponse {})
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        observed("ListAudit", async {
+            let who = admin(&req)?;
+            let r = req.get_ref();
+            if r.limit < 0 {
+                return Err(ServiceError::invalid("limit", "must not be negative"));
+            }
+            let tenant = who.scope(&r.tenant)?;
+            let entries = self
+                .app
+                .store()
+                .list_audit(&AuditFilter {
+                    tenant,
+                    since_ms: Some(r.since_ms),
+                    limit: r.limit,
+                })
+                .await?;
+            self.audit(
+                &who,
+                who.tenant.as_deref().unwrap_or(""),
+                "audit.read",
+                "",
+                "",
+            )
+            .await?;
+            Ok(pb::ListAuditResponse {
+                records: entries
+                    .into_iter()
+                    .map(|e| pb::AuditRecord {
+                        at_ms: e.at,
+                        actor: e.actor,
+                        tenant: e.tenant,
+                        action: e.action,
+                        target: e.target,
+                        detail: e.detail,
+                    })
+                    .collect(),
             })
         })
         .await

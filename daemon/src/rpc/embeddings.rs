@@ -86,6 +86,11 @@ impl pb::embedding_service_server::EmbeddingService for EmbeddingService {
         &self,
         request: Request<pb::EmbedRequest>,
     ) -> Result<Response<pb::EmbedResponse>, Status> {
-        observed("Embed", self.embed(request.into_inner())).await
+        observed("Embed", async {
+            // Any role may embed: vectors carry no tenant data.
+            crate::auth::identity(&request)?;
+            self.embed(request.into_inner()).await
+        })
+        .await
     }
 }

@@ -15,6 +15,7 @@ use confidant_proto::v1::embedding_service_server::EmbeddingServiceServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Router;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
@@ -23,6 +24,7 @@ pub use embeddings::EmbeddingService;
 pub use status::ServiceError;
 
 use crate::app::App;
+use crate::auth::Authenticator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -58,17 +60,22 @@ async fn router(
         .register_encoded_file_descriptor_set(confidant_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    // Health and reflection stay open (load balancers, grpcurl); confidant.v1 needs a token
+    // or the local socket.
+    let auth = Authenticator::new(app.tokens().clone());
     Ok(builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
+        .add_service(InterceptedService::new(
             EmbeddingServiceServer::new(EmbeddingService::new(app.clone()))
                 .max_decoding_message_size(max),
-        )
-        .add_service(
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
             AdminServiceServer::new(AdminService::new(app.clone(), config_path.clone()))
                 .max_decoding_message_size(max),
-        ))
+            auth,
+        )))
 }
 
 fn tls(config: &crate::config::ServerConfig) -> Result<Option<ServerTlsConfig>, ServeError> {

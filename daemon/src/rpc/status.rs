@@ -3,6 +3,9 @@
 use confidant_inference::InferenceError;
 use tonic::{Code, Status};
 
+use crate::auth::AuthError;
+use crate::store::StoreError;
+
 /// Errors of the service layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -12,6 +15,10 @@ pub enum ServiceError {
     FailedPrecondition(String),
     #[error(transparent)]
     Inference(#[from] InferenceError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl ServiceError {
@@ -46,7 +53,21 @@ impl From<ServiceError> for Status {
             ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::Inference(inner) => inference_code(inner),
+            ServiceError::Auth(AuthError::Unauthenticated(_)) => Code::Unauthenticated,
+            ServiceError::Auth(AuthError::PermissionDenied(_)) => Code::PermissionDenied,
+            ServiceError::Store(StoreError::NotFound(_)) => Code::NotFound,
+            ServiceError::Store(StoreError::UnsupportedUrl(_)) => Code::FailedPrecondition,
+            ServiceError::Store(StoreError::Database(_) | StoreError::Migrate(_)) => {
+                Code::Unavailable
+            }
         };
+        if matches!(
+            e,
+            ServiceError::Store(StoreError::Database(_) | StoreError::Migrate(_))
+        ) {
+            tracing::error!(error = %e, "storage error");
+            return Status::unavailable("storage unavailable; see the daemon's log");
+        }
         if code == Code::Internal {
             // Internal details go to the log, not to the caller.
             tracing::error!(error = %e, "internal error");
@@ -76,5 +97,10 @@ mod tests {
         let s: Status = ServiceError::from(InferenceError::Device("gpu fell off".into())).into();
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("gpu"));
+        let s: Status =
+            ServiceError::from(AuthError::PermissionDenied("needs admin".into())).into();
+        assert_eq!(s.code(), Code::PermissionDenied);
+        let s: Status = ServiceError::from(StoreError::NotFound("token x".into())).into();
+        assert_eq!(s.code(), Code::NotFound);
     }
 }

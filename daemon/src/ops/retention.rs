@@ -1,0 +1,37 @@
+//! Data lifecycle: deletes what has outlived its retention window, on a timer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::store::now_ms;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// One pass: returns how many records were deleted.
+pub async fn enforce(app: &App) -> Result<u64, crate::store::StoreError> {
+    let cfg = app.config().retention.clone();
+    let mut deleted = 0;
+    if cfg.audit_days > 0 {
+        let before = now_ms() - cfg.audit_days as i64 * DAY_MS;
+        deleted += app.store().purge_audit_before(before).await?;
+    }
+    if deleted > 0 {
+        tracing::info!(deleted, "retention: expired records deleted");
+        metrics::counter!("confidant_retention_deleted_total", "kind" => "audit")
+            .increment(deleted);
+    }
+    Ok(deleted)
+}
+
+pub fn spawn(app: Arc<App>) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = enforce(&app).await {
+                tracing::warn!(error = %e, "retention pass failed; will retry");
+            }
+            let every = app.config().retention.interval_seconds.max(1);
+            tokio::time::sleep(Duration::from_secs(every)).await;
+        }
+    });
+}

@@ -1,0 +1,132 @@
+//! Storage through sqlx: a SQLite file by default (WAL mode), PostgreSQL for sites with
+//! several daemons. One schema, kept as a migration set per back-end (they differ only in
+//! column types); every query is written once, with `$N` placeholders both understand.
+
+mod audit;
+mod tokens;
+
+use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, SqlSafeStr};
+
+pub use audit::{AuditEntry, AuditFilter};
+pub use tokens::TokenRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage.url: unsupported database {0:?} (expected sqlite:… or postgres://…)")]
+    UnsupportedUrl(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+const SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "tokens and audit",
+    include_str!("../../migrations/sqlite/0001_tokens_audit.sql"),
+)];
+const POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "tokens and audit",
+    include_str!("../../migrations/postgres/0001_tokens_audit.sql"),
+)];
+
+fn migrator(set: &'static [(i64, &'static str, &'static str)]) -> Migrator {
+    let migrations = set
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Connects and brings the schema up to date. `sqlite:` URLs create the file if needed.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .connect(&url)
+            .await?;
+        if backend == Backend::Sqlite {
+            // WAL: readers never block the writer; persistent for the file once set.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+        }
+        let store = Self { pool, backend };
+        let m = match backend {
+            Backend::Sqlite => migrator(SQLITE),
+            Backend::Postgres => migrator(POSTGRES),
+        };
+        m.run(&store.pool).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

@@ -195,3 +195,161 @@ async fn tokens_and_audit_from_the_cli() {
         .collect();
     assert_eq!(actions, vec!["token.revoke", "token.create"]);
 }
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for localhost/127.0.0.1 and a client certificate.
+fn make_pki(dir: &std::path::Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Confidant test CA",
+        ],
+    );
+    for (name, cn, ext) in [
+        (
+            "server",
+            "localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+        ),
+        ("client", "agent-desktop", "extendedKeyUsage=clientAuth"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), format!("{ext}\n")).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls() {
+    let Some(model) = model_dir() else { return };
+    let pki = tempfile::tempdir().unwrap();
+    make_pki(pki.path());
+    let p = |f: &str| pki.path().join(f).display().to_string();
+    let (cert, key, ca) = (p("server.pem"), p("server.key"), p("ca.pem"));
+
+    // TLS: the CLI verifies the daemon with the site CA; plain TCP no longer answers.
+    let d = Daemon::start_with_env(
+        &model,
+        "",
+        &[
+            ("CONFIDANT__SERVER__TLS_CERT", &cert),
+            ("CONFIDANT__SERVER__TLS_KEY", &key),
+        ],
+    )
+    .await;
+    let https = format!("https://localhost:{}", d.port);
+    let ok = ctl(&["--addr", &https, "--ca", &ca, "--token", &d.token, "health"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let status = ctl(&[
+        "--addr", &https, "--ca", &ca, "--token", &d.token, "--json", "status",
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let plain = ctl(&["--addr", &d.addr, "--token", &d.token, "status"]);
+    assert!(!plain.status.success());
+    let untrusted = ctl(&["--addr", &https, "--token", &d.token, "status"]);
+    assert!(!untrusted.status.success());
+    drop(d);
+
+    // mTLS: a client without a certificate signed by the client CA is refused.
+    let d = Daemon::start_with_env(
+        &model,
+        "",
+        &[
+            ("CONFIDANT__SERVER__TLS_CERT", &cert),
+            ("CONFIDANT__SERVER__TLS_KEY", &key),
+            ("CONFIDANT__SERVER__TLS_CLIENT_CA", &ca),
+        ],
+    )
+    .await;
+    let https = format!("https://localhost:{}", d.port);
+    let anonymous = ctl(&["--addr", &https, "--ca", &ca, "--token", &d.token, "status"]);
+    assert!(!anonymous.status.success());
+    let (ccert, ckey) = (p("client.pem"), p("client.key"));
+    let with_cert = ctl(&[
+        "--addr",
+        &https,
+        "--ca",
+        &ca,
+        "--client-cert",
+        &ccert,
+        "--client-key",
+        &ckey,
+        "--token",
+        &d.token,
+        "status",
+    ]);
+    assert!(
+        with_cert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_cert.stderr)
+    );
+}

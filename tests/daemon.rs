@@ -84,6 +84,19 @@ async fn embeds_over_grpc_with_reference_parity_and_clear_errors() {
     );
     // Customer text never reaches the log.
     assert!(!d.log_text().contains("online banking password"));
+
+    // Prometheus sees the calls, by method and code, and the inference internals.
+    let m = d.metrics();
+    for want in [
+        "confidant_rpc_calls_total{method=\"Embed\",code=\"Ok\"}",
+        "confidant_rpc_calls_total{method=\"Embed\",code=\"InvalidArgument\"}",
+        "confidant_rpc_seconds_bucket{method=\"Embed\"",
+        "confidant_inference_batch_size_bucket",
+        "confidant_inference_seconds_bucket",
+        "confidant_model_load_seconds",
+    ] {
+        assert!(m.contains(want), "{want} missing from metrics:\n{m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +290,29 @@ async fn plays_systemd_notify_reload_with_broken_model_and_drain() {
         kind: 0,
     });
     let in_flight = tokio::spawn(async move { slow.embed(req).await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Wait until the daemon has the call (queued or running) before asking it to stop.
+    let mut local = AdminServiceClient::new(d.local_channel().await);
+    let before = local
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap()
+        .texts;
+    loop {
+        let q = local
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .queue
+            .unwrap();
+        if q.depth > 0 || q.texts > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     d.signal("TERM");
     recv_notify(&sock, "STOPPING=1", &mut seen);
     let r = in_flight.await.unwrap();

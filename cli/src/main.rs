@@ -26,6 +26,21 @@ pub struct Cli {
     /// PEM CA certificate to verify an https:// daemon with.
     #[arg(long, global = true, env = "CONFIDANT_CA")]
     ca: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for daemons that require client certificates (mTLS).
+    #[arg(
+        long,
+        global = true,
+        env = "CONFIDANT_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    client_cert: Option<std::path::PathBuf>,
+    #[arg(
+        long,
+        global = true,
+        env = "CONFIDANT_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    client_key: Option<std::path::PathBuf>,
     /// API token (for TCP; the Unix socket needs none).
     #[arg(long, global = true, env = "CONFIDANT_TOKEN", hide_env_values = true)]
     token: Option<String>,

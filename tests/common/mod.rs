@@ -68,6 +68,7 @@ pub struct Daemon {
     pub child: Child,
     pub addr: String,
     pub port: u16,
+    pub metrics_port: u16,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub logs: Arc<Mutex<Vec<String>>>,
@@ -85,11 +86,12 @@ impl Daemon {
     pub async fn start_with_env(model: &Path, extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let metrics_port = free_port();
         let socket = dir.path().join("confidantd.sock");
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[model]\ndir = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n[storage]\nurl = \"{}\"\n{extra}\n",
             socket.display(),
-            free_port(),
+            metrics_port,
             model.display(),
             storage_url(dir.path()),
         );
@@ -117,6 +119,7 @@ impl Daemon {
             child,
             addr: format!("http://127.0.0.1:{port}"),
             port,
+            metrics_port,
             dir,
             config_path,
             logs,
@@ -152,6 +155,12 @@ impl Daemon {
 
     /// A channel over the daemon's Unix socket: the local operator.
     pub async fn local_channel(&self) -> Channel {
+        self.try_local_channel()
+            .await
+            .expect("connect to the Unix socket")
+    }
+
+    async fn try_local_channel(&self) -> Result<Channel, tonic::transport::Error> {
         let path = self.socket();
         Endpoint::try_from("http://[::]:50051")
             .unwrap()
@@ -164,7 +173,18 @@ impl Daemon {
                 }
             }))
             .await
-            .expect("connect to the Unix socket")
+    }
+
+    /// The Prometheus exposition text.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("metrics listener");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -180,10 +200,9 @@ impl Daemon {
                     self.log_text()
                 );
             }
-            if let Ok(ch) = Channel::from_shared(self.addr.clone())
-                .unwrap()
-                .connect()
-                .await
+            // Over the local socket, so that TLS-only daemons are awaited the same way.
+            if self.socket().exists()
+                && let Ok(ch) = self.try_local_channel().await
             {
                 let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
                 if let Ok(r) = h

@@ -495,6 +495,45 @@ mod tests {
         assert_eq!(b.stats().cancelled, 1);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn earlier_callers_are_never_overtaken_by_a_later_flood() {
+        let (release, gate) = mpsc::channel();
+        let fake = Fake::new(Some(gate));
+        let b = Arc::new(Batcher::new(fake.clone(), config(32)).unwrap());
+        let spawn = |texts: Vec<String>| {
+            let b = b.clone();
+            tokio::spawn(async move { b.embed(&texts, InputKind::Query).await })
+        };
+        // The worker is held on a first request while the queue fills in this order:
+        // a big request, a small one, then a flood of big ones with longer texts.
+        let first = spawn(vec![words(1)]);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let big = spawn(vec![words(5); 12]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let small = spawn(vec![words(3)]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let flood: Vec<_> = (0..6).map(|_| spawn(vec![words(9); 12])).collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(release);
+        first.await.unwrap().unwrap();
+        big.await.unwrap().unwrap();
+        small.await.unwrap().unwrap();
+        for f in flood {
+            f.await.unwrap().unwrap();
+        }
+        let batches = fake.batches.lock().unwrap().clone();
+        let pos = |len: usize| batches.iter().position(|b| b.contains(&len)).unwrap();
+        // Each round takes requests in arrival order up to the token budget, so the small
+        // request is served no later than the big one before it and before the flood.
+        assert!(pos(3) <= pos(5), "{batches:?}");
+        assert!(pos(5) < pos(9), "{batches:?}");
+        let flood_batches = batches.iter().filter(|b| b.contains(&9)).count();
+        assert!(
+            flood_batches >= 6,
+            "the flood was not spread over budgeted batches: {batches:?}"
+        );
+    }
+
     #[tokio::test]
     async fn empty_inputs_name_the_field() {
         let b = Batcher::new(Fake::new(None), config(4)).unwrap();

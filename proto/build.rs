@@ -2,7 +2,11 @@
 // daemon's reflection service serves. protoc comes from protoc-bin-vendored so that a
 // fresh machine needs no apt package.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["confidant/v1/embeddings.proto", "confidant/v1/admin.proto"];
+    let protos = [
+        "confidant/v1/embeddings.proto",
+        "confidant/v1/admin.proto",
+        "confidant/v1/kb.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -353,3 +353,133 @@ async fn tls_and_mutual_tls() {
         String::from_utf8_lossy(&with_cert.stderr)
     );
 }
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kb_import_search_export_from_the_cli() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start(&model, "").await;
+    let addr = format!("unix:{}", d.socket().display());
+    let kb = |args: &[&str]| {
+        let mut all = vec!["--addr", addr.as_str(), "kb", "--tenant", "t1"];
+        all.extend_from_slice(args);
+        ctl(&all)
+    };
+    let files = tempfile::tempdir().unwrap();
+    let p = |name: &str| files.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(
+        p("kb.jsonl"),
+        concat!(
+            r#"{"id":"card-lost","lang":"en","questions":["I lost my credit card"],"answer":"Call 0800 123 456."}"#,
+            "\n",
+            r#"{"id":"pin","lang":"en","questions":["I forgot my PIN"],"answer":""}"#,
+            "\n",
+            r#"{"id":"fees","lang":"en","questions":["What does a SWIFT transfer cost?"],"answer":"15 EUR."}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p("faq.csv"),
+        "question,answer\nHow do I open an account?,\"In the app, with your ID.\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(p("md")).unwrap();
+    std::fs::write(
+        p("md/mortgage.md"),
+        "---\nlang: en\nquestions: [What are your mortgage rates?]\n---\n# Mortgages\n\nSee Loans > Mortgages on our website.\n",
+    )
+    .unwrap();
+
+    // One bad line rejects the whole import, naming the file, the line and the field.
+    let rejected = kb(&["import", &p("kb.jsonl"), &p("faq.csv"), &p("md")]);
+    assert_eq!(rejected.status.code(), Some(1), "{}", stderr(&rejected));
+    assert!(
+        stderr(&rejected).contains("kb.jsonl:2: answer: must not be empty"),
+        "{}",
+        stderr(&rejected)
+    );
+    let stats = kb(&["--json", "stats"]);
+    let s: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(s["published"], 0, "nothing written");
+    // --dry-run validates only.
+    let no_lang = kb(&["import", "--dry-run", &p("faq.csv")]);
+    assert_eq!(no_lang.status.code(), Some(1));
+    assert!(
+        stderr(&no_lang).contains("faq.csv:2: lang:"),
+        "{}",
+        stderr(&no_lang)
+    );
+    let dry = kb(&["import", "--dry-run", "--lang", "en", &p("faq.csv")]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(stdout(&dry).contains("1 valid"), "{}", stdout(&dry));
+    // --skip-invalid imports the rest.
+    let ok = kb(&[
+        "import",
+        "--skip-invalid",
+        "--lang",
+        "en",
+        &p("kb.jsonl"),
+        &p("faq.csv"),
+        &p("md"),
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(
+        stdout(&ok).contains("4 created, 0 updated, 0 unchanged, 1 skipped"),
+        "{}",
+        stdout(&ok)
+    );
+
+    let found = kb(&["--json", "search", "someone stole my credit card"]);
+    let hits: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap();
+    assert_eq!(hits[0]["article_id"], "card-lost", "{hits}");
+    let found = kb(&["--json", "search", "home loan interest"]);
+    let hits: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap();
+    assert_eq!(hits[0]["article_id"], "mortgage", "{hits}");
+    let table = kb(&["search", "SWIFT", "--mode", "lexical"]);
+    assert!(
+        stdout(&table).lines().nth(1).unwrap().contains("fees"),
+        "{}",
+        stdout(&table)
+    );
+
+    // Export, then re-import: the same state, nothing changes.
+    let out = p("export.jsonl");
+    let exported = kb(&["export", "-o", &out]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 4);
+    let again = kb(&["import", &out]);
+    assert!(
+        stdout(&again).contains("0 created, 0 updated, 4 unchanged"),
+        "{}",
+        stdout(&again)
+    );
+
+    let show = kb(&["--json", "show", "mortgage"]);
+    let a: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(a["title"], "Mortgages");
+    assert_eq!(a["version"], 1);
+    let del = kb(&["delete", "mortgage"]);
+    assert!(del.status.success(), "{}", stderr(&del));
+    let gone = kb(&["show", "mortgage"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stderr(&gone).contains("not found"), "{}", stderr(&gone));
+
+    // The evaluation command reports per-mode recall over labelled queries.
+    std::fs::write(
+        p("queries.jsonl"),
+        "{\"query\":\"my card was stolen\",\"expected\":[\"card-lost\"]}\n{\"query\":\"open a new account\",\"expected\":\"faq-\"}\n",
+    )
+    .unwrap();
+    let eval = kb(&["--json", "eval", "--queries", &p("queries.jsonl")]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let e: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(e.as_array().unwrap().len(), 3);
+    for mode in e.as_array().unwrap() {
+        assert_eq!(mode["queries"], 2);
+        assert!(mode["recall_at_5"].as_f64().unwrap() >= 0.5, "{mode}");
+    }
+}

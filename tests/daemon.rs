@@ -541,45 +541,15 @@ async fn auth_suite(d: &Daemon) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_suite_on_postgresql() {
-    use sqlx::Executor;
     let Some(model) = model_dir() else { return };
-    let url = std::env::var("CONFIDANT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    sqlx::any::install_default_drivers();
-    let admin = match sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect(&url)
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!(
-                "SKIPPED (PostgreSQL): the_same_suite_on_postgresql: no server at {url}: {e}"
-            );
-            return;
-        }
+    let Some((url, schema)) = common::postgres_schema("auth").await else {
+        return;
     };
-    let schema = format!("confidant_e2e_{}", std::process::id());
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE"
-        )))
-        .await
-        .unwrap();
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .await
-        .unwrap();
-    let scoped = format!("{url}?options=-c%20search_path%3D{schema}");
     {
-        let d = Daemon::start_with_env(&model, "", &[("CONFIDANT__STORAGE__URL", &scoped)]).await;
+        let d = Daemon::start_with_env(&model, "", &[("CONFIDANT__STORAGE__URL", &url)]).await;
         auth_suite(&d).await;
     }
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .await
-        .unwrap();
+    schema.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,8 @@ enum Command {
         #[command(subcommand)]
         command: commands::tokens::TokensCommand,
     },
+    /// The knowledge base: import, list, show, delete, export, search, reindex, eval.
+    Kb(commands::kb::KbArgs),
     /// The audit trail, newest first.
     Audit(commands::tokens::AuditArgs),
     /// Embed texts offline with a model directory; one JSON line per text.
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
             Command::Health => commands::admin::health(&cli).await,
             Command::Models { command } => commands::models::run(&cli, command).await,
             Command::Tokens { command } => commands::tokens::run(&cli, command).await,
+            Command::Kb(args) => commands::kb::run(&cli, args).await,
             Command::Audit(args) => commands::tokens::audit(&cli, args).await,
             Command::Embed(args) => commands::embed::run(&cli, args),
             Command::Completions { shell } => {

@@ -8,11 +8,48 @@ use confidant_inference::{Batcher, EmbeddingModel, InferenceError};
 
 use crate::auth::TokenCache;
 use crate::config::Config;
+use crate::index::{EmbeddedIndex, IndexError, VectorIndex};
+use crate::kb::{Kb, KbError};
 use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("loading the embedding model: {0}")]
+    Model(#[from] InferenceError),
+    #[error("index.path: {0}")]
+    Index(#[from] IndexError),
+    #[error("knowledge base: {0}")]
+    Kb(#[from] KbError),
+}
+
+/// The index is derived from the database with one model: a different model (or a
+/// missing or unreadable marker) means the vectors are meaningless, so the directory is
+/// set aside and rebuilt from the database by the catch-up.
+fn open_index(config: &Config, model: &EmbeddingModel) -> Result<EmbeddedIndex, IndexError> {
+    let dir = &config.index.path;
+    let marker = dir.join("confidant-model");
+    let fingerprint = model.manifest().fingerprint();
+    let held = std::fs::read_to_string(&marker).ok();
+    let io = |e: std::io::Error| IndexError::Open {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    };
+    if dir.exists() && held.as_deref().map(str::trim) != Some(fingerprint.as_str()) {
+        tracing::warn!(
+            path = %dir.display(),
+            "the index was built with another model (or is incomplete): rebuilding it from the database"
+        );
+        std::fs::remove_dir_all(dir).map_err(io)?;
+    }
+    let index = EmbeddedIndex::open(dir, model.dimension())?;
+    std::fs::write(&marker, format!("{fingerprint}\n")).map_err(io)?;
+    Ok(index)
+}
 
 pub struct App {
     config: RwLock<Arc<Config>>,
-    batcher: Batcher<EmbeddingModel>,
+    batcher: Arc<Batcher<EmbeddingModel>>,
+    kb: Kb,
     store: Store,
     tokens: Arc<TokenCache>,
     started: Instant,
@@ -25,16 +62,19 @@ impl App {
         config: Config,
         store: Store,
         tokens: Arc<TokenCache>,
-    ) -> Result<Self, InferenceError> {
+    ) -> Result<Self, StartError> {
         let model = Arc::new(EmbeddingModel::load(
             &config.model.dir,
             &config.load_options(),
         )?);
         metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
-        let batcher = Batcher::new(model, config.batcher())?;
+        let index: Arc<dyn VectorIndex> = Arc::new(open_index(&config, &model)?);
+        let batcher = Arc::new(Batcher::new(model, config.batcher())?);
+        let kb = Kb::new(store.clone(), index, batcher.clone(), config.kb_settings())?;
         Ok(Self {
             config: RwLock::new(Arc::new(config)),
             batcher,
+            kb,
             store,
             tokens,
             started: Instant::now(),
@@ -52,6 +92,10 @@ impl App {
         &self.batcher
     }
 
+    pub fn kb(&self) -> &Kb {
+        &self.kb
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -65,12 +109,21 @@ impl App {
     }
 
     /// Loads the models `config` names and swaps them in; on any failure the models in
-    /// service stay, untouched. Blocking: call it from `spawn_blocking`.
+    /// service stay, untouched. A model with other weights would make the index's
+    /// vectors meaningless, so it is refused here: changing the embedding model takes a
+    /// restart, which rebuilds the index. Blocking: call it from `spawn_blocking`.
     pub fn reload(&self, config: Config) -> Result<(), InferenceError> {
         let model = Arc::new(EmbeddingModel::load(
             &config.model.dir,
             &config.load_options(),
         )?);
+        let serving = self.batcher.current().manifest().fingerprint();
+        if model.manifest().fingerprint() != serving {
+            return Err(InferenceError::Config {
+                file: config.model.dir.display().to_string(),
+                message: "a different embedding model needs a restart (the knowledge-base index is rebuilt for it); reload only re-reads the same model".into(),
+            });
+        }
         metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
         self.batcher.swap(model);
         match self.config.write() {

@@ -5,6 +5,8 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod index;
+pub mod kb;
 pub mod ops;
 pub mod redact;
 pub mod rpc;

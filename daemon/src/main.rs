@@ -96,8 +96,7 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
     let app = Arc::new(
         tokio::task::spawn_blocking(move || App::start(config, store, tokens))
             .await
-            .context("model loading task")?
-            .context("loading the embedding model")?,
+            .context("start-up task")??,
     );
     let listeners = rpc::Listeners::bind(&app).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -109,6 +108,7 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
     ));
     notify::spawn_watchdog(app.clone());
     ops::retention::spawn(app.clone());
+    ops::indexing::spawn(app.clone());
     notify::ready();
     tracing::info!("confidantd ready");
 
@@ -143,6 +143,9 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
         }
     }
     app.tokens().flush_used().await.ok();
+    if let Err(e) = app.kb().index().flush() {
+        tracing::error!(error = %e, "flushing the index at shutdown failed");
+    }
     app.store().close().await;
     tracing::info!("confidantd stopped");
     Ok(())

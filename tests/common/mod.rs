@@ -74,6 +74,32 @@ pub struct Daemon {
     pub logs: Arc<Mutex<Vec<String>>>,
     /// A token for tenant "t1" with every role, created over the local socket.
     pub token: String,
+    env: Vec<(String, String)>,
+}
+
+fn spawn_daemon(
+    config_path: &Path,
+    env: &[(String, String)],
+    logs: &Arc<Mutex<Vec<String>>>,
+) -> Child {
+    let mut cmd = Command::new(daemon_bin());
+    cmd.arg("--config")
+        .arg(config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn confidantd");
+    if let Some(stderr) = child.stderr.take() {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                logs.lock().unwrap().push(line);
+            }
+        });
+    }
+    child
 }
 
 impl Daemon {
@@ -89,32 +115,21 @@ impl Daemon {
         let metrics_port = free_port();
         let socket = dir.path().join("confidantd.sock");
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[model]\ndir = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n[storage]\nurl = \"{}\"\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[model]\ndir = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n[storage]\nurl = \"{}\"\n\n[index]\npath = \"{}\"\n{extra}\n",
             socket.display(),
             metrics_port,
             model.display(),
             storage_url(dir.path()),
+            dir.path().join("index").display(),
         );
         let config_path = dir.path().join("confidantd.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut cmd = Command::new(daemon_bin());
-        cmd.arg("--config")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn confidantd");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let logs = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
+        let child = spawn_daemon(&config_path, &env, &logs);
         let mut d = Daemon {
             child,
             addr: format!("http://127.0.0.1:{port}"),
@@ -124,12 +139,27 @@ impl Daemon {
             config_path,
             logs,
             token: String::new(),
+            env,
         };
         d.wait_serving().await;
         d.token = d
             .create_token(&["bot", "assist", "qa", "kb-editor", "admin"], "t1")
             .await;
         d
+    }
+
+    /// Stops the process (SIGKILL when `kill9`, else SIGTERM and a clean exit) and starts
+    /// it again on the same configuration, database and index. Tokens stay valid.
+    pub async fn restart(&mut self, kill9: bool) {
+        if kill9 {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        } else {
+            self.signal("TERM");
+            self.wait_exit(Duration::from_secs(60));
+        }
+        self.child = spawn_daemon(&self.config_path, &self.env, &self.logs);
+        self.wait_serving().await;
     }
 
     /// Creates a token over the local socket (the operator's path).
@@ -309,4 +339,56 @@ pub fn reference() -> Vec<(String, Vec<f32>)> {
             )
         })
         .collect()
+}
+
+/// A PostgreSQL schema of its own for one test, or `None` (with a loud "SKIPPED") where no
+/// server is reachable. Returns the URL the daemon should use.
+pub async fn postgres_schema(test: &str) -> Option<(String, PgSchema)> {
+    use sqlx::Executor;
+    let url = std::env::var("CONFIDANT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    sqlx::any::install_default_drivers();
+    let admin = match sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&url)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("SKIPPED (PostgreSQL): {test}: no server at {url}: {e}");
+            return None;
+        }
+    };
+    let schema = format!("confidant_e2e_{}_{test}", std::process::id());
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .await
+        .unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .await
+        .unwrap();
+    let scoped = format!("{url}?options=-c%20search_path%3D{schema}");
+    Some((scoped, PgSchema { admin, schema }))
+}
+
+pub struct PgSchema {
+    admin: sqlx::AnyPool,
+    schema: String,
+}
+
+impl PgSchema {
+    pub async fn drop(self) {
+        use sqlx::Executor;
+        self.admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA {} CASCADE",
+                self.schema
+            )))
+            .await
+            .unwrap();
+    }
 }

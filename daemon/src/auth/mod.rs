@@ -107,6 +107,17 @@ impl Identity {
         }
     }
 
+    pub fn require_any(&self, roles: &[Role]) -> Result<(), AuthError> {
+        if roles.iter().any(|r| self.roles.contains(r)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(AuthError::PermissionDenied(format!(
+            "this call needs one of the roles {}",
+            names.join(", ")
+        )))
+    }
+
     /// The tenant a call acts on: a token's own tenant (a different one named in the
     /// request is refused), or, for the local operator, the one the request names.
     pub fn scope(&self, requested: &str) -> Result<Option<String>, AuthError> {

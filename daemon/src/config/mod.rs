@@ -41,6 +41,64 @@ pub struct Config {
     pub log: LogConfig,
     pub storage: StorageConfig,
     pub retention: RetentionConfig,
+    pub index: IndexConfig,
+    pub kb: KbConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// "embedded" (qdrant-edge, in-process, the default).
+    pub backend: String,
+    /// The embedded index's directory. Derived data: deleting it makes the daemon rebuild
+    /// it from the database at the next start.
+    pub path: PathBuf,
+    /// How often written index data is made durable (fsync).
+    pub flush_interval_seconds: u64,
+    /// How often the background optimiser (HNSW build, segment merges) looks for work.
+    pub optimize_interval_seconds: u64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            backend: "embedded".into(),
+            path: PathBuf::from("/var/lib/confidant/index"),
+            flush_interval_seconds: 5,
+            optimize_interval_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KbConfig {
+    /// Languages articles may be in (lower-case codes, e.g. "en", "zh").
+    pub languages: Vec<String>,
+    /// Passage size in estimated tokens; keep it below the model's max_seq_length.
+    pub chunk_tokens: usize,
+    /// Chunks each retrieval signal (dense, lexical) contributes before fusion.
+    pub candidates: usize,
+    /// The k of reciprocal rank fusion (1/(k + rank)).
+    pub rrf_k: f32,
+    pub max_answer_chars: usize,
+    pub max_body_chars: usize,
+    pub max_questions: usize,
+}
+
+impl Default for KbConfig {
+    fn default() -> Self {
+        let d = crate::kb::KbSettings::default();
+        Self {
+            languages: d.rules.languages,
+            chunk_tokens: d.chunk_tokens,
+            candidates: d.candidates,
+            rrf_k: d.rrf_k,
+            max_answer_chars: d.rules.max_answer_chars,
+            max_body_chars: d.rules.max_body_chars,
+            max_questions: d.rules.max_questions,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,6 +364,54 @@ impl Config {
                 "expected sqlite:///path or postgres://…",
             ));
         }
+        if self.index.backend != "embedded" {
+            return Err(invalid(
+                "index.backend",
+                format!("{:?}: expected \"embedded\"", self.index.backend),
+            ));
+        }
+        if self.index.path.as_os_str().is_empty() {
+            return Err(invalid("index.path", "must be set"));
+        }
+        let k = &self.kb;
+        for (key, v) in [
+            (
+                "index.flush_interval_seconds",
+                self.index.flush_interval_seconds as usize,
+            ),
+            (
+                "index.optimize_interval_seconds",
+                self.index.optimize_interval_seconds as usize,
+            ),
+            ("kb.chunk_tokens", k.chunk_tokens),
+            ("kb.candidates", k.candidates),
+            ("kb.max_answer_chars", k.max_answer_chars),
+            ("kb.max_body_chars", k.max_body_chars),
+            ("kb.max_questions", k.max_questions),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        if k.chunk_tokens < 16 {
+            return Err(invalid("kb.chunk_tokens", "must be at least 16"));
+        }
+        if !(k.rrf_k.is_finite() && k.rrf_k >= 0.0) {
+            return Err(invalid("kb.rrf_k", "must be a non-negative number"));
+        }
+        if k.languages.is_empty() {
+            return Err(invalid("kb.languages", "name at least one language"));
+        }
+        if let Some(l) = k
+            .languages
+            .iter()
+            .find(|l| l.is_empty() || *l != &l.to_ascii_lowercase() || l.len() > 16)
+        {
+            return Err(invalid(
+                "kb.languages",
+                format!("{l:?}: use lower-case codes such as \"en\" or \"zh\""),
+            ));
+        }
         if self.retention.interval_seconds == 0 {
             return Err(invalid("retention.interval_seconds", "must be positive"));
         }
@@ -323,6 +429,23 @@ impl Config {
             max_batch_tokens: self.inference.max_batch_tokens,
             max_batch_size: self.inference.max_batch_size,
             max_wait: std::time::Duration::from_millis(self.inference.max_wait_ms),
+        }
+    }
+
+    pub fn kb_settings(&self) -> crate::kb::KbSettings {
+        let k = &self.kb;
+        crate::kb::KbSettings {
+            rules: crate::kb::Rules {
+                languages: k.languages.clone(),
+                max_answer_chars: k.max_answer_chars,
+                max_body_chars: k.max_body_chars,
+                max_questions: k.max_questions,
+                ..Default::default()
+            },
+            chunk_tokens: k.chunk_tokens,
+            candidates: k.candidates,
+            rrf_k: k.rrf_k,
+            ..Default::default()
         }
     }
 
@@ -422,6 +545,9 @@ mod tests {
             ("[log]\nformat = \"xml\"\n", "log.format"),
             ("[storage]\nurl = \"mysql://x\"\n", "storage.url"),
             ("[server]\nlisen = \"x\"\n", "lisen"),
+            ("[kb]\nlanguages = []\n", "kb.languages"),
+            ("[kb]\nchunk_tokens = 4\n", "kb.chunk_tokens"),
+            ("[index]\nbackend = \"faiss\"\n", "index.backend"),
             ("[inference]\nqueue_capacity = \"many\"\n", "queue_capacity"),
         ];
         for (text, key) in cases {

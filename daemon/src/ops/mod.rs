@@ -1,6 +1,7 @@
 //! Operations: systemd notification and watchdog, socket activation, reload, logging, metrics.
 
 pub mod activation;
+pub mod indexing;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

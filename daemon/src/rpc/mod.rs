@@ -4,6 +4,7 @@
 
 mod admin;
 mod embeddings;
+mod kb;
 mod observe;
 mod status;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use confidant_proto::v1::admin_service_server::AdminServiceServer;
 use confidant_proto::v1::embedding_service_server::EmbeddingServiceServer;
+use confidant_proto::v1::knowledge_base_service_server::KnowledgeBaseServiceServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -21,6 +23,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 pub use admin::AdminService;
 pub use embeddings::EmbeddingService;
+pub use kb::KbService;
 pub use status::ServiceError;
 
 use crate::app::App;
@@ -56,6 +59,9 @@ async fn router(
     health
         .set_serving::<AdminServiceServer<AdminService>>()
         .await;
+    health
+        .set_serving::<KnowledgeBaseServiceServer<KbService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(confidant_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -68,6 +74,11 @@ async fn router(
         .add_service(reflection)
         .add_service(InterceptedService::new(
             EmbeddingServiceServer::new(EmbeddingService::new(app.clone()))
+                .max_decoding_message_size(max),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            KnowledgeBaseServiceServer::new(KbService::new(app.clone()))
                 .max_decoding_message_size(max),
             auth.clone(),
         ))

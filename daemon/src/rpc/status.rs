@@ -4,6 +4,8 @@ use confidant_inference::InferenceError;
 use tonic::{Code, Status};
 
 use crate::auth::AuthError;
+use crate::index::IndexError;
+use crate::kb::KbError;
 use crate::store::StoreError;
 
 /// Errors of the service layer.
@@ -19,6 +21,8 @@ pub enum ServiceError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Kb(#[from] KbError),
 }
 
 impl ServiceError {
@@ -47,19 +51,42 @@ fn inference_code(e: &InferenceError) -> Code {
     }
 }
 
+fn store_code(e: &StoreError) -> Code {
+    match e {
+        StoreError::NotFound(_) => Code::NotFound,
+        StoreError::UnsupportedUrl(_) => Code::FailedPrecondition,
+        StoreError::Database(_) | StoreError::Migrate(_) => Code::Unavailable,
+    }
+}
+
+fn kb_code(e: &KbError) -> Code {
+    match e {
+        KbError::Invalid { .. } => Code::InvalidArgument,
+        KbError::NotFound(_) => Code::NotFound,
+        KbError::Store(s) => store_code(s),
+        KbError::Inference(i) => inference_code(i),
+        KbError::Index(IndexError::Open { .. } | IndexError::Engine(_)) | KbError::Task(_) => {
+            Code::Internal
+        }
+    }
+}
+
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Self {
+        // One kind of storage failure, however it travelled.
+        let e = match e {
+            ServiceError::Kb(KbError::Store(s)) => ServiceError::Store(s),
+            ServiceError::Kb(KbError::Inference(i)) => ServiceError::Inference(i),
+            other => other,
+        };
         let code = match &e {
             ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::Inference(inner) => inference_code(inner),
             ServiceError::Auth(AuthError::Unauthenticated(_)) => Code::Unauthenticated,
             ServiceError::Auth(AuthError::PermissionDenied(_)) => Code::PermissionDenied,
-            ServiceError::Store(StoreError::NotFound(_)) => Code::NotFound,
-            ServiceError::Store(StoreError::UnsupportedUrl(_)) => Code::FailedPrecondition,
-            ServiceError::Store(StoreError::Database(_) | StoreError::Migrate(_)) => {
-                Code::Unavailable
-            }
+            ServiceError::Store(s) => store_code(s),
+            ServiceError::Kb(k) => kb_code(k),
         };
         if matches!(
             e,
@@ -102,5 +129,23 @@ mod tests {
         assert_eq!(s.code(), Code::PermissionDenied);
         let s: Status = ServiceError::from(StoreError::NotFound("token x".into())).into();
         assert_eq!(s.code(), Code::NotFound);
+        let s: Status = ServiceError::from(KbError::NotFound("article \"x\"".into())).into();
+        assert_eq!(s.code(), Code::NotFound);
+        let s: Status = ServiceError::from(KbError::Invalid {
+            field: "articles[2].answer".into(),
+            message: "must not be empty".into(),
+        })
+        .into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "articles[2].answer: must not be empty");
+        let s: Status = ServiceError::from(KbError::Inference(InferenceError::Overloaded {
+            capacity: 1,
+        }))
+        .into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        let s: Status =
+            ServiceError::from(KbError::Index(IndexError::Engine("segment 7".into()))).into();
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("segment"));
     }
 }

@@ -3,6 +3,7 @@
 //! column types); every query is written once, with `$N` placeholders both understand.
 
 mod audit;
+mod kb;
 mod tokens;
 
 use std::borrow::Cow;
@@ -13,6 +14,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
 
 pub use audit::{AuditEntry, AuditFilter};
+pub use kb::{ArticleRow, ArticleState, Upserted};
 pub use tokens::TokenRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,16 +41,30 @@ pub struct Store {
     backend: Backend,
 }
 
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "tokens and audit",
-    include_str!("../../migrations/sqlite/0001_tokens_audit.sql"),
-)];
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "tokens and audit",
-    include_str!("../../migrations/postgres/0001_tokens_audit.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "tokens and audit",
+        include_str!("../../migrations/sqlite/0001_tokens_audit.sql"),
+    ),
+    (
+        2,
+        "knowledge base",
+        include_str!("../../migrations/sqlite/0002_kb.sql"),
+    ),
+];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "tokens and audit",
+        include_str!("../../migrations/postgres/0001_tokens_audit.sql"),
+    ),
+    (
+        2,
+        "knowledge base",
+        include_str!("../../migrations/postgres/0002_kb.sql"),
+    ),
+];
 
 fn migrator(set: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     let migrations = set

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Retrieval quality of the knowledge base, measured through the real daemon:
+# recall@1, recall@5 and MRR@10 for dense-only, BM25-only and hybrid retrieval on the
+# COVID-QA FAQ (paraphrase -> FAQ article) and MedQuAD (question -> its answer).
+#
+#   benches/kb_eval/run.sh [--medquad-stride N]   (default 8: every 8th MedQuAD pair)
+#
+# Needs ../shared/data and the default model (models/install-default).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+stride=8
+if [ "${1:-}" = "--medquad-stride" ]; then stride="$2"; fi
+cargo build --locked --bins >&2
+work="$(mktemp -d)"
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+python3 benches/kb_eval/prepare.py --out "$work/data" --medquad-stride "$stride"
+cat > "$work/confidantd.toml" <<TOML
+[server]
+listen = "127.0.0.1:0"
+unix_socket = "$work/confidantd.sock"
+metrics_listen = ""
+[model]
+dir = "$(pwd)/models/all-MiniLM-L6-v2"
+[storage]
+url = "sqlite://$work/confidant.db"
+[index]
+path = "$work/index"
+[log]
+format = "text"
+level = "warn"
+TOML
+target/debug/confidantd --config "$work/confidantd.toml" &
+pid=$!
+ctl=(target/debug/confidantctl --addr "unix:$work/confidantd.sock")
+for _ in $(seq 1 600); do "${ctl[@]}" health >/dev/null 2>&1 && break; sleep 0.5; done
+for set in covid medquad; do
+  start=$(date +%s)
+  "${ctl[@]}" kb --tenant "$set" import --batch 64 "$work/data/$set-kb.jsonl" >&2
+  echo "== $set (import took $(( $(date +%s) - start )) s)"
+  "${ctl[@]}" kb --tenant "$set" eval --queries "$work/data/$set-queries.jsonl"
+done

@@ -1,0 +1,360 @@
+//! The embedded back-end: Qdrant's own engine in-process (`qdrant-edge`), on disk under
+//! the state directory, with its write-ahead log replayed on open. The appliance needs no
+//! second server.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard};
+
+use qdrant_edge::external::uuid::Uuid;
+use qdrant_edge::{
+    Distance, EdgeConfigBuilder, EdgeShard, EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder,
+    Filter, Modifier, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, SearchParams,
+    UpdateOperation, VectorInternal, WithPayloadInterface, WithVector,
+};
+use serde_json::{Value, json};
+
+use super::{
+    ANY_CHANNEL, Hit, IndexError, Indexed, Point, Query, SearchFilter, VectorIndex, point_uuid,
+};
+
+const DENSE: &str = "dense";
+const SPARSE: &str = "bm25";
+
+/// Payload fields with an index: every filter the daemon uses needs one.
+const KEYWORD_FIELDS: [&str; 4] = ["tenant", "article", "lang", "channels"];
+const INTEGER_FIELDS: [&str; 4] = ["version", "chunk", "valid_from", "valid_until"];
+
+pub struct EmbeddedIndex {
+    shard: EdgeShard,
+    /// qdrant-edge's `flush` panics when it finds the WAL or the segment holder locked, so
+    /// writers and the optimiser share this gate and a flush takes it alone. Searches do
+    /// not take it: they never wait for a flush or an optimisation.
+    gate: RwLock<()>,
+    /// Candidates the HNSW search explores: higher is slower and closer to exact.
+    hnsw_ef: usize,
+}
+
+fn engine(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Engine(e.to_string())
+}
+
+fn filter(value: Value) -> Result<Filter, IndexError> {
+    serde_json::from_value(value).map_err(engine)
+}
+
+fn keyword(key: &str, value: &str) -> Value {
+    json!({"key": key, "match": {"value": value}})
+}
+
+impl EmbeddedIndex {
+    fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, op: UpdateOperation) -> Result<(), IndexError> {
+        let _g = self.shared();
+        self.shard.update(op).map_err(engine)
+    }
+
+    /// Opens the index at `dir`, creating it for `dimension`-sized vectors if absent. An
+    /// existing index made for another dimension is refused (the caller rebuilds it).
+    pub fn open(dir: &Path, dimension: usize) -> Result<Self, IndexError> {
+        let open_err = |message: String| IndexError::Open {
+            path: dir.display().to_string(),
+            message,
+        };
+        let exists = dir.join("edge_config.json").is_file();
+        let shard = if exists {
+            EdgeShard::load(dir, None).map_err(|e| open_err(e.to_string()))?
+        } else {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+            let config = EdgeConfigBuilder::new()
+                .vector(
+                    DENSE,
+                    EdgeVectorParamsBuilder::new(dimension, Distance::Cosine).build(),
+                )
+                .sparse_vector(
+                    SPARSE,
+                    EdgeSparseVectorParamsBuilder::new()
+                        .modifier(Modifier::Idf)
+                        .build(),
+                )
+                .build();
+            let shard = EdgeShard::new(dir, config).map_err(|e| open_err(e.to_string()))?;
+            for (fields, schema) in [
+                (&KEYWORD_FIELDS[..], PayloadSchemaType::Keyword),
+                (&INTEGER_FIELDS[..], PayloadSchemaType::Integer),
+            ] {
+                for field in fields {
+                    let op = UpdateOperation::FieldIndexOperation(
+                        qdrant_edge::FieldIndexOperations::CreateIndex(qdrant_edge::CreateIndex {
+                            field_name: field.parse().map_err(|_| open_err(field.to_string()))?,
+                            field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+                        }),
+                    );
+                    shard.update(op).map_err(|e| open_err(e.to_string()))?;
+                }
+            }
+            shard.flush();
+            shard
+        };
+        let have = shard
+            .config()
+            .vectors
+            .get(DENSE)
+            .map(|v| v.size)
+            .unwrap_or(0);
+        if have != dimension {
+            return Err(open_err(format!(
+                "holds {have}-dimensional vectors but the model makes {dimension}-dimensional ones"
+            )));
+        }
+        Ok(Self {
+            shard,
+            gate: RwLock::new(()),
+            hnsw_ef: 128,
+        })
+    }
+
+    fn article_filter(tenant: &str, article_id: &str) -> Result<Filter, IndexError> {
+        filter(json!({"must": [keyword("tenant", tenant), keyword("article", article_id)]}))
+    }
+
+    fn search_filter(f: &SearchFilter) -> Result<Filter, IndexError> {
+        let mut must = vec![
+            keyword("tenant", &f.tenant),
+            json!({"key": "valid_from", "range": {"lte": f.at_ms}}),
+            json!({"key": "valid_until", "range": {"gt": f.at_ms}}),
+        ];
+        if let Some(lang) = &f.lang {
+            must.push(keyword("lang", lang));
+        }
+        if let Some(channel) = &f.channel {
+            must.push(json!({"key": "channels", "match": {"any": [channel, ANY_CHANNEL]}}));
+        }
+        filter(json!({ "must": must }))
+    }
+
+    fn scroll_all(
+        &self,
+        filter: Option<Filter>,
+        mut each: impl FnMut(&serde_json::Map<String, Value>),
+    ) -> Result<(), IndexError> {
+        let mut offset = None;
+        loop {
+            let (records, next) = self
+                .shard
+                .scroll(ScrollRequest {
+                    offset,
+                    limit: Some(1000),
+                    filter: filter.clone(),
+                    with_payload: Some(WithPayloadInterface::Bool(true)),
+                    with_vector: WithVector::Bool(false),
+                    order_by: None,
+                })
+                .map_err(engine)?;
+            for r in &records {
+                if let Some(p) = &r.payload {
+                    each(&p.0);
+                }
+            }
+            match next {
+                Some(n) => offset = Some(n),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+fn to_point(p: Point) -> Result<qdrant_edge::PointStructPersisted, IndexError> {
+    let id = PointId::Uuid(Uuid::from_bytes(point_uuid(
+        &p.tenant,
+        &p.article_id,
+        p.chunk,
+    )));
+    let channels = if p.channels.is_empty() {
+        vec![ANY_CHANNEL.to_string()]
+    } else {
+        p.channels
+    };
+    let payload = json!({
+        "tenant": p.tenant,
+        "article": p.article_id,
+        "version": p.version,
+        "chunk": p.chunk,
+        "chunks": p.chunks,
+        "kind": p.kind.as_str(),
+        "lang": p.lang,
+        "channels": channels,
+        "valid_from": p.valid_from,
+        "valid_until": p.valid_until,
+    });
+    let vectors = qdrant_edge::Vectors::new_named([
+        (DENSE.to_string(), qdrant_edge::Vector::new_dense(p.dense)),
+        (
+            SPARSE.to_string(),
+            qdrant_edge::Vector::new_sparse(p.sparse.indices, p.sparse.values).map_err(engine)?,
+        ),
+    ]);
+    // Payload is always a JSON object here, which `PointStruct::new` requires.
+    Ok(qdrant_edge::PointStruct::new(id, vectors, payload).into())
+}
+
+impl VectorIndex for EmbeddedIndex {
+    fn replace_article(
+        &self,
+        tenant: &str,
+        article_id: &str,
+        version: i64,
+        points: Vec<Point>,
+    ) -> Result<(), IndexError> {
+        let chunks = points.len() as u32;
+        if !points.is_empty() {
+            let list = points
+                .into_iter()
+                .map(to_point)
+                .collect::<Result<Vec<_>, _>>()?;
+            self.apply(UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
+            ))?;
+        }
+        // Then drop what the new version no longer has: older versions' points and, when
+        // the article shrank, its surplus chunks.
+        let stale = filter(json!({
+            "must": [keyword("tenant", tenant), keyword("article", article_id)],
+            "should": [
+                {"must_not": [{"key": "version", "match": {"value": version}}]},
+                {"key": "chunk", "range": {"gte": chunks}},
+            ],
+        }))?;
+        self.apply(UpdateOperation::PointOperation(
+            PointOperations::DeletePointsByFilter(stale),
+        ))
+    }
+
+    fn delete_article(&self, tenant: &str, article_id: &str) -> Result<(), IndexError> {
+        self.apply(UpdateOperation::PointOperation(
+            PointOperations::DeletePointsByFilter(Self::article_filter(tenant, article_id)?),
+        ))
+    }
+
+    fn delete_all(&self, tenant: Option<&str>) -> Result<(), IndexError> {
+        let f = match tenant {
+            Some(t) => filter(json!({"must": [keyword("tenant", t)]}))?,
+            None => Filter::new(),
+        };
+        self.apply(UpdateOperation::PointOperation(
+            PointOperations::DeletePointsByFilter(f),
+        ))
+    }
+
+    fn search(
+        &self,
+        query: &Query,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let (vector, using) = match query {
+            Query::Dense(v) => (VectorInternal::Dense(v.clone()), DENSE),
+            Query::Sparse(s) => (
+                VectorInternal::Sparse(qdrant_edge::SparseVector {
+                    indices: s.indices.clone(),
+                    values: s.values.clone(),
+                }),
+                SPARSE,
+            ),
+        };
+        if let VectorInternal::Sparse(s) = &vector
+            && s.indices.is_empty()
+        {
+            // Nothing lexical to match (only stop words, say).
+            return Ok(Vec::new());
+        }
+        let request = QueryRequest {
+            prefetches: Vec::new(),
+            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
+                qdrant_edge::NamedQuery::new(vector, using),
+            ))),
+            filter: Some(Self::search_filter(filter)?),
+            score_threshold: None,
+            limit,
+            offset: 0,
+            params: Some(SearchParams {
+                hnsw_ef: Some(self.hnsw_ef.max(limit)),
+                ..Default::default()
+            }),
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Fields(vec![
+                "article".parse().map_err(|_| engine("payload path"))?,
+                "chunk".parse().map_err(|_| engine("payload path"))?,
+            ]),
+        };
+        let points = self.shard.query(request).map_err(engine)?;
+        Ok(points
+            .into_iter()
+            .filter_map(|p| {
+                let payload = p.payload?;
+                Some(Hit {
+                    article_id: payload.0.get("article")?.as_str()?.to_string(),
+                    chunk: payload.0.get("chunk")?.as_u64()? as u32,
+                    score: p.score,
+                })
+            })
+            .collect())
+    }
+
+    fn inventory(&self) -> Result<Vec<Indexed>, IndexError> {
+        let mut by_article: BTreeMap<(String, String), Indexed> = BTreeMap::new();
+        self.scroll_all(None, |p| {
+            let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let n = |k: &str| p.get(k).and_then(Value::as_i64).unwrap_or(-1);
+            let entry = by_article
+                .entry((s("tenant"), s("article")))
+                .or_insert_with(|| Indexed {
+                    tenant: s("tenant"),
+                    article_id: s("article"),
+                    versions: Vec::new(),
+                    points: 0,
+                    chunks: n("chunks").max(0) as u32,
+                });
+            let v = n("version");
+            if !entry.versions.contains(&v) {
+                entry.versions.push(v);
+                entry.versions.sort_unstable();
+            }
+            entry.points += 1;
+            // Disagreeing chunk counts mean a cut-off write: make it look incomplete.
+            if entry.chunks != n("chunks").max(0) as u32 {
+                entry.chunks = u32::MAX;
+            }
+        })?;
+        Ok(by_article.into_values().collect())
+    }
+
+    fn count(&self, tenant: Option<&str>) -> Result<usize, IndexError> {
+        let f = match tenant {
+            Some(t) => Some(filter(json!({"must": [keyword("tenant", t)]}))?),
+            None => None,
+        };
+        self.shard
+            .count(qdrant_edge::CountRequest {
+                filter: f,
+                exact: true,
+            })
+            .map_err(engine)
+    }
+
+    fn flush(&self) -> Result<(), IndexError> {
+        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        // It also panics on an I/O error; that must not take the daemon down.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush()))
+            .map_err(|_| engine("flushing the index to disk failed (disk full or read-only?)"))
+    }
+
+    fn optimize(&self) -> Result<bool, IndexError> {
+        let _g = self.shared();
+        self.shard.optimize().map_err(engine)
+    }
+}

@@ -1,0 +1,176 @@
+//! The vector index: one trait, back-ends behind it. The index is derived data: the
+//! knowledge base's database rows are the source of truth, and everything here can be
+//! rebuilt from them (`confidantctl kb reindex`), which is why a back-end only has to be
+//! durable enough to say, after a crash, what it holds (`inventory`).
+//!
+//! Each point is one chunk of one article (a question variant or a passage) with a dense
+//! vector from the embedding model and a BM25 sparse vector; the payload carries what the
+//! filters need (tenant, language, channels, validity window) and what the catch-up needs
+//! (article id, version, chunk number, chunk count).
+
+mod embedded;
+
+pub use embedded::EmbeddedIndex;
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("vector index at {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("vector index: {0}")]
+    Engine(String),
+}
+
+/// What a chunk is: a question variant (matched question-to-question) or a passage of
+/// the answer or body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkKind {
+    Question,
+    Passage,
+}
+
+impl ChunkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkKind::Question => "question",
+            ChunkKind::Passage => "passage",
+        }
+    }
+}
+
+/// Sentinels for an open validity window, so that range filters need no null handling.
+pub const VALID_FROM_OPEN: i64 = 0;
+pub const VALID_UNTIL_OPEN: i64 = 253_402_300_799_000; // 9999-12-31T23:59:59Z
+/// Articles without channels are shown on every channel: they carry this one.
+pub const ANY_CHANNEL: &str = "*";
+
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub tenant: String,
+    pub article_id: String,
+    pub version: i64,
+    pub chunk: u32,
+    pub chunks: u32,
+    pub kind: ChunkKind,
+    pub lang: String,
+    pub channels: Vec<String>,
+    pub valid_from: i64,
+    pub valid_until: i64,
+    pub dense: Vec<f32>,
+    pub sparse: SparseVector,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseVector {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+/// Every search is scoped to one tenant; the rest narrows further where given.
+#[derive(Debug, Clone)]
+pub struct SearchFilter {
+    pub tenant: String,
+    pub lang: Option<String>,
+    pub channel: Option<String>,
+    /// Only articles valid at this instant (Unix ms).
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Query {
+    Dense(Vec<f32>),
+    Sparse(SparseVector),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub article_id: String,
+    pub chunk: u32,
+    pub score: f32,
+}
+
+/// What the index holds for one article: the catch-up compares it with the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Indexed {
+    pub tenant: String,
+    pub article_id: String,
+    /// Distinct versions among the article's points (more than one: a write was cut off).
+    pub versions: Vec<i64>,
+    pub points: u32,
+    pub chunks: u32,
+}
+
+impl Indexed {
+    /// True when the index holds exactly `version`, complete.
+    pub fn is_complete(&self, version: i64) -> bool {
+        self.versions == [version] && self.points == self.chunks
+    }
+}
+
+/// A vector index back-end. Blocking calls: the daemon runs them on its blocking pool.
+pub trait VectorIndex: Send + Sync {
+    /// Puts `points` (all of one article's chunks at one version) in place of whatever the
+    /// index held for the article. New points are written before the old ones go, so the
+    /// article never disappears from searches during an update.
+    fn replace_article(
+        &self,
+        tenant: &str,
+        article_id: &str,
+        version: i64,
+        points: Vec<Point>,
+    ) -> Result<(), IndexError>;
+    fn delete_article(&self, tenant: &str, article_id: &str) -> Result<(), IndexError>;
+    /// Deletes every point of a tenant (erasure) or, with `None`, of every tenant (rebuild).
+    fn delete_all(&self, tenant: Option<&str>) -> Result<(), IndexError>;
+    fn search(
+        &self,
+        query: &Query,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<Hit>, IndexError>;
+    fn inventory(&self) -> Result<Vec<Indexed>, IndexError>;
+    fn count(&self, tenant: Option<&str>) -> Result<usize, IndexError>;
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<(), IndexError>;
+    /// Background maintenance (HNSW build, segment merges); true when it did something.
+    fn optimize(&self) -> Result<bool, IndexError>;
+}
+
+/// A point's id: stable for (tenant, article, chunk), so that rewriting an article
+/// overwrites its points instead of adding to them.
+pub fn point_uuid(tenant: &str, article_id: &str, chunk: u32) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(tenant.as_bytes());
+    h.update([0]);
+    h.update(article_id.as_bytes());
+    h.update([0]);
+    h.update(chunk.to_le_bytes());
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod suite;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_ids_are_stable_and_distinct() {
+        assert_eq!(point_uuid("t", "a", 0), point_uuid("t", "a", 0));
+        assert_ne!(point_uuid("t", "a", 0), point_uuid("t", "a", 1));
+        assert_ne!(point_uuid("t", "a", 0), point_uuid("u", "a", 0));
+        // The separator keeps ("ta", "") and ("t", "a") apart.
+        assert_ne!(point_uuid("ta", "", 0), point_uuid("t", "a", 0));
+    }
+
+    #[test]
+    fn embedded_backend_passes_the_shared_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        suite::run_all(&|| EmbeddedIndex::open(&dir.path().join("idx"), 4).unwrap());
+    }
+}

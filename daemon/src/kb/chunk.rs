@@ -1,0 +1,180 @@
+//! Chunking: each question variant is a chunk of its own (so a paraphrase of any variant
+//! finds the article), and the answer and body are cut into passages at sentence ends,
+//! each short enough for the encoder's window.
+
+use crate::index::ChunkKind;
+use crate::store::ArticleRow;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub kind: ChunkKind,
+    pub text: String,
+}
+
+/// A rough token count that needs no tokenizer: about four ASCII characters a token, and
+/// a token for every other character (CJK characters are single tokens in the models we
+/// ship). It only has to keep passages inside the encoder's window.
+fn estimated_tokens(s: &str) -> usize {
+    let ascii = s.bytes().filter(u8::is_ascii).count();
+    let other = s.chars().filter(|c| !c.is_ascii()).count();
+    ascii.div_ceil(4) + other
+}
+
+fn is_sentence_end(c: char) -> bool {
+    matches!(c, '.' | '!' | '?' | '\n' | '。' | '！' | '？' | '；')
+}
+
+fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next_is_break = match chars.peek() {
+            None => true,
+            Some((_, n)) => n.is_whitespace() || !c.is_ascii(),
+        };
+        if is_sentence_end(c) && next_is_break {
+            let end = i + c.len_utf8();
+            if !text[start..end].trim().is_empty() {
+                out.push(&text[start..end]);
+            }
+            start = end;
+        }
+    }
+    if !text[start..].trim().is_empty() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
+/// Cuts one over-long sentence at character boundaries.
+fn hard_split(s: &str, budget: usize, out: &mut Vec<String>) {
+    let mut cur = String::new();
+    for c in s.chars() {
+        cur.push(c);
+        if estimated_tokens(&cur) >= budget {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+}
+
+pub fn passages(text: &str, budget: usize) -> Vec<String> {
+    let budget = budget.max(8);
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for s in sentences(text) {
+        if estimated_tokens(&cur) + estimated_tokens(s) > budget && !cur.trim().is_empty() {
+            out.push(cur.trim().to_string());
+            cur.clear();
+        }
+        if estimated_tokens(s) > budget {
+            let mut pieces = Vec::new();
+            hard_split(s.trim(), budget, &mut pieces);
+            out.extend(pieces.into_iter().map(|p| p.trim().to_string()));
+        } else {
+            cur.push_str(s);
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+/// An article's chunks in a stable order (chunk numbers are positions in this list).
+pub fn chunks(a: &ArticleRow, budget: usize) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = a
+        .questions
+        .iter()
+        .map(|q| Chunk {
+            kind: ChunkKind::Question,
+            text: q.clone(),
+        })
+        .collect();
+    if !a.title.is_empty() && !a.questions.iter().any(|q| q.eq_ignore_ascii_case(&a.title)) {
+        out.push(Chunk {
+            kind: ChunkKind::Question,
+            text: a.title.clone(),
+        });
+    }
+    // Passages carry the title: a passage alone often lacks its subject.
+    let title_tokens = estimated_tokens(&a.title);
+    for text in [&a.answer, &a.body] {
+        for p in passages(text, budget.saturating_sub(title_tokens)) {
+            let text = if a.title.is_empty() {
+                p
+            } else {
+                format!("{}\n{p}", a.title)
+            };
+            out.push(Chunk {
+                kind: ChunkKind::Passage,
+                text,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passages_respect_the_budget_and_keep_every_word() {
+        let text = "First sentence here. Second one follows! Third? ".repeat(20);
+        let ps = passages(&text, 30);
+        assert!(ps.len() > 1);
+        assert!(ps.iter().all(|p| estimated_tokens(p) <= 30), "{ps:?}");
+        let joined: String = ps.join(" ");
+        assert_eq!(
+            joined.split_whitespace().count(),
+            text.split_whitespace().count()
+        );
+    }
+
+    #[test]
+    fn chinese_is_cut_at_chinese_sentence_ends() {
+        let text =
+            "信用卡丢失后请立即致电客服。我们会冻结您的卡片！新卡将在五个工作日内寄出。".repeat(4);
+        let ps = passages(&text, 40);
+        assert!(ps.len() > 1);
+        assert!(
+            ps.iter().all(|p| p.ends_with('。') || p.ends_with('！')),
+            "{ps:?}"
+        );
+    }
+
+    #[test]
+    fn one_huge_sentence_is_split_anyway() {
+        let ps = passages(&"x".repeat(1000), 50);
+        assert!(ps.len() >= 5);
+        assert!(ps.iter().all(|p| estimated_tokens(p) <= 50));
+    }
+
+    #[test]
+    fn questions_title_and_passages() {
+        let a = ArticleRow {
+            title: "Lost card".into(),
+            questions: vec!["I lost my card".into(), "lost card".into()],
+            answer: "Call us.".into(),
+            body: "More detail.".into(),
+            ..Default::default()
+        };
+        let c = chunks(&a, 200);
+        let kinds: Vec<_> = c.iter().map(|c| c.kind).collect();
+        // The title equals a question (case aside): not repeated.
+        assert_eq!(
+            kinds,
+            [
+                ChunkKind::Question,
+                ChunkKind::Question,
+                ChunkKind::Passage,
+                ChunkKind::Passage
+            ]
+        );
+        assert_eq!(c[2].text, "Lost card\nCall us.");
+    }
+}

@@ -4,6 +4,8 @@
 # COVID-QA FAQ (paraphrase -> FAQ article) and MedQuAD (question -> its answer).
 #
 #   benches/kb_eval/run.sh [--medquad-stride N]   (default 8: every 8th MedQuAD pair)
+#   SETS=covid benches/kb_eval/run.sh               (one data set)
+#   CONFIDANT__KB__FUSION=rrf benches/kb_eval/run.sh (any daemon key, as for confidantd)
 #
 # Needs ../shared/data and the default model (models/install-default).
 set -euo pipefail
@@ -33,7 +35,7 @@ target/debug/confidantd --config "$work/confidantd.toml" &
 pid=$!
 ctl=(target/debug/confidantctl --addr "unix:$work/confidantd.sock")
 for _ in $(seq 1 600); do "${ctl[@]}" health >/dev/null 2>&1 && break; sleep 0.5; done
-for set in covid medquad; do
+for set in ${SETS:-covid medquad}; do
   start=$(date +%s)
   "${ctl[@]}" kb --tenant "$set" import --batch 64 "$work/data/$set-kb.jsonl" >&2
   echo "== $set (import took $(( $(date +%s) - start )) s)"

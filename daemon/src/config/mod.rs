@@ -79,7 +79,12 @@ pub struct KbConfig {
     pub chunk_tokens: usize,
     /// Chunks each retrieval signal (dense, lexical) contributes before fusion.
     pub candidates: usize,
-    /// The k of reciprocal rank fusion (1/(k + rank)).
+    /// How the dense and lexical rankings are fused: "convex" (weighted sum of min-max
+    /// normalised scores) or "rrf" (reciprocal rank fusion).
+    pub fusion: String,
+    /// Convex fusion: the dense signal's weight (the lexical one gets 1 − it).
+    pub dense_weight: f32,
+    /// RRF: the k of 1/(k + rank).
     pub rrf_k: f32,
     pub max_answer_chars: usize,
     pub max_body_chars: usize,
@@ -93,7 +98,12 @@ impl Default for KbConfig {
             languages: d.rules.languages,
             chunk_tokens: d.chunk_tokens,
             candidates: d.candidates,
-            rrf_k: d.rrf_k,
+            fusion: "convex".into(),
+            dense_weight: match d.fusion {
+                crate::kb::Fusion::Convex { dense_weight } => dense_weight,
+                crate::kb::Fusion::Rrf { .. } => 0.7,
+            },
+            rrf_k: 60.0,
             max_answer_chars: d.rules.max_answer_chars,
             max_body_chars: d.rules.max_body_chars,
             max_questions: d.rules.max_questions,
@@ -396,6 +406,12 @@ impl Config {
         if k.chunk_tokens < 16 {
             return Err(invalid("kb.chunk_tokens", "must be at least 16"));
         }
+        if !["convex", "rrf"].contains(&k.fusion.as_str()) {
+            return Err(invalid("kb.fusion", "expected \"convex\" or \"rrf\""));
+        }
+        if !(0.0..=1.0).contains(&k.dense_weight) {
+            return Err(invalid("kb.dense_weight", "must be between 0 and 1"));
+        }
         if !(k.rrf_k.is_finite() && k.rrf_k >= 0.0) {
             return Err(invalid("kb.rrf_k", "must be a non-negative number"));
         }
@@ -444,7 +460,13 @@ impl Config {
             },
             chunk_tokens: k.chunk_tokens,
             candidates: k.candidates,
-            rrf_k: k.rrf_k,
+            fusion: if k.fusion == "rrf" {
+                crate::kb::Fusion::Rrf { k: k.rrf_k }
+            } else {
+                crate::kb::Fusion::Convex {
+                    dense_weight: k.dense_weight,
+                }
+            },
             ..Default::default()
         }
     }

@@ -19,7 +19,7 @@ use confidant_inference::{Batcher, EmbeddingModel, InferenceError, InputKind};
 
 pub use article::{Problem, Rules, valid_id};
 pub use chunk::{Chunk, chunks};
-pub use fusion::{Fused, Mode, Signal};
+pub use fusion::{Fused, Fusion, Mode, Signal};
 pub use lexical::Lexical;
 
 use crate::index::{ChunkKind, IndexError, Point, Query, SearchFilter, VectorIndex};
@@ -64,7 +64,7 @@ pub struct KbSettings {
     pub chunk_tokens: usize,
     /// Chunks each signal contributes before fusion.
     pub candidates: usize,
-    pub rrf_k: f32,
+    pub fusion: Fusion,
     /// Texts per call to the inference queue while indexing.
     pub embed_batch: usize,
 }
@@ -75,7 +75,7 @@ impl Default for KbSettings {
             rules: Rules::default(),
             chunk_tokens: 200,
             candidates: 50,
-            rrf_k: 60.0,
+            fusion: Fusion::Convex { dense_weight: 0.7 },
             embed_batch: 64,
         }
     }
@@ -422,7 +422,7 @@ impl Kb {
                 }
             })
             .await?;
-        let fused = fusion::fuse(&dense, &lexical, p.mode, self.settings.rrf_k);
+        let fused = fusion::fuse(&dense, &lexical, p.mode, self.settings.fusion);
         let mut out = Vec::with_capacity(p.limit);
         for hit in fused {
             if out.len() == p.limit {

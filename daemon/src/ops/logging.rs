@@ -5,9 +5,25 @@ use std::io::IsTerminal;
 
 use crate::config::LogConfig;
 
+/// qdrant-edge warns once at start about process-wide settings that only its server sets
+/// (feature flags, an mmap probe) and that its embedded use does not need; an operator
+/// should not be sent chasing them. An explicit directive in `log.level` still wins.
+const QUIET: [&str; 2] = [
+    "qdrant_edge::common::flags=error",
+    "qdrant_edge::common::mmap=error",
+];
+
 pub fn init(cfg: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&cfg.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for d in QUIET {
+        let target = d.split('=').next().unwrap_or(d);
+        if !cfg.level.contains(target)
+            && let Ok(directive) = d.parse()
+        {
+            filter = filter.add_directive(directive);
+        }
+    }
     let json = match cfg.format.as_str() {
         "json" => true,
         "text" => false,

@@ -86,7 +86,10 @@ pub fn fuse(dense: &[Hit], lexical: &[Hit], mode: Mode, fusion: Fusion) -> Vec<F
     };
     let range = |hits: &[Hit]| {
         let min = hits.iter().map(|h| h.score).fold(f32::INFINITY, f32::min);
-        let max = hits.iter().map(|h| h.score).fold(f32::NEG_INFINITY, f32::max);
+        let max = hits
+            .iter()
+            .map(|h| h.score)
+            .fold(f32::NEG_INFINITY, f32::max);
         (min, max)
     };
     let (dmin, dmax) = range(dense);
@@ -167,7 +170,10 @@ mod tests {
     fn single_modes_rank_by_their_signal_but_report_both() {
         let dense = hits(&[("a", 0, 0.9), ("b", 0, 0.7)]);
         let lexical = hits(&[("b", 0, 3.0)]);
-        for fusion in [Fusion::Rrf { k: 60.0 }, Fusion::Convex { dense_weight: 0.7 }] {
+        for fusion in [
+            Fusion::Rrf { k: 60.0 },
+            Fusion::Convex { dense_weight: 0.7 },
+        ] {
             let f = fuse(&dense, &lexical, Mode::Dense, fusion);
             assert_eq!(f[0].article_id, "a");
             assert!(f[1].lexical.is_some());
@@ -182,7 +188,12 @@ mod tests {
         // a is far ahead on dense; b is barely second on dense but first on lexical.
         let dense = hits(&[("a", 0, 0.95), ("b", 0, 0.60), ("c", 0, 0.58)]);
         let lexical = hits(&[("b", 0, 4.0), ("a", 0, 3.9), ("c", 0, 1.0)]);
-        let f = fuse(&dense, &lexical, Mode::Hybrid, Fusion::Convex { dense_weight: 0.5 });
+        let f = fuse(
+            &dense,
+            &lexical,
+            Mode::Hybrid,
+            Fusion::Convex { dense_weight: 0.5 },
+        );
         assert_eq!(f[0].article_id, "a", "{f:?}");
         assert!((f[0].fused - (0.5 + 0.5 * 2.9 / 3.0)).abs() < 1e-6);
         // RRF sees only ranks: a tie, broken by the dense score.

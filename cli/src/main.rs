@@ -72,6 +72,11 @@ enum Command {
     },
     /// The knowledge base: import, list, show, delete, export, search, reindex, eval.
     Kb(commands::kb::KbArgs),
+    /// Intent (and other) classifier heads: train on-prem, evaluate, predict.
+    Intents {
+        #[command(subcommand)]
+        command: commands::intents::IntentsCommand,
+    },
     /// The audit trail, newest first.
     Audit(commands::tokens::AuditArgs),
     /// Embed texts offline with a model directory; one JSON line per text.
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
             Command::Models { command } => commands::models::run(&cli, command).await,
             Command::Tokens { command } => commands::tokens::run(&cli, command).await,
             Command::Kb(args) => commands::kb::run(&cli, args).await,
+            Command::Intents { command } => commands::intents::run(&cli, command).await,
             Command::Audit(args) => commands::tokens::audit(&cli, args).await,
             Command::Embed(args) => commands::embed::run(&cli, args),
             Command::Completions { shell } => {

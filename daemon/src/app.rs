@@ -7,6 +7,7 @@ use std::time::Instant;
 use confidant_inference::{Batcher, EmbeddingModel, InferenceError};
 
 use crate::auth::TokenCache;
+use crate::classify::{Classifiers, ClassifyError};
 use crate::config::Config;
 use crate::index::{EmbeddedIndex, IndexError, VectorIndex};
 use crate::kb::{Kb, KbError};
@@ -20,6 +21,8 @@ pub enum StartError {
     Index(#[from] IndexError),
     #[error("knowledge base: {0}")]
     Kb(#[from] KbError),
+    #[error("{0}")]
+    Classifiers(#[from] ClassifyError),
 }
 
 /// The index is derived from the database with one model: a different model (or a
@@ -50,6 +53,7 @@ pub struct App {
     config: RwLock<Arc<Config>>,
     batcher: Arc<Batcher<EmbeddingModel>>,
     kb: Kb,
+    classifiers: Classifiers,
     store: Store,
     tokens: Arc<TokenCache>,
     started: Instant,
@@ -68,6 +72,8 @@ impl App {
             &config.load_options(),
         )?);
         metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
+        let heads =
+            crate::classify::load_dir(&config.classifiers.dir, &model.manifest().fingerprint())?;
         let index: Arc<dyn VectorIndex> = Arc::new(open_index(&config, &model)?);
         let batcher = Arc::new(Batcher::new(model, config.batcher())?);
         let kb = Kb::new(store.clone(), index, batcher.clone(), config.kb_settings())?;
@@ -75,6 +81,7 @@ impl App {
             config: RwLock::new(Arc::new(config)),
             batcher,
             kb,
+            classifiers: Classifiers::new(heads),
             store,
             tokens,
             started: Instant::now(),
@@ -96,6 +103,10 @@ impl App {
         &self.kb
     }
 
+    pub fn classifiers(&self) -> &Classifiers {
+        &self.classifiers
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -108,11 +119,11 @@ impl App {
         self.started.elapsed().as_secs()
     }
 
-    /// Loads the models `config` names and swaps them in; on any failure the models in
-    /// service stay, untouched. A model with other weights would make the index's
+    /// Loads the models and classifier heads `config` names and swaps them in; on any
+    /// failure the models and heads in service stay, untouched. A model with other weights would make the index's
     /// vectors meaningless, so it is refused here: changing the embedding model takes a
     /// restart, which rebuilds the index. Blocking: call it from `spawn_blocking`.
-    pub fn reload(&self, config: Config) -> Result<(), InferenceError> {
+    pub fn reload(&self, config: Config) -> Result<(), StartError> {
         let model = Arc::new(EmbeddingModel::load(
             &config.model.dir,
             &config.load_options(),
@@ -122,10 +133,13 @@ impl App {
             return Err(InferenceError::Config {
                 file: config.model.dir.display().to_string(),
                 message: "a different embedding model needs a restart (the knowledge-base index is rebuilt for it); reload only re-reads the same model".into(),
-            });
+            }
+            .into());
         }
+        let heads = crate::classify::load_dir(&config.classifiers.dir, &serving)?;
         metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
         self.batcher.swap(model);
+        self.classifiers.swap(heads);
         match self.config.write() {
             Ok(mut c) => *c = Arc::new(config),
             Err(p) => *p.into_inner() = Arc::new(config),

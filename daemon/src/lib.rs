@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod classify;
 pub mod config;
 pub mod index;
 pub mod kb;

@@ -8,6 +8,7 @@
 //! No gRPC and no database here: the daemon and the CLI build on this crate.
 
 mod batcher;
+pub mod classifier;
 mod device;
 mod error;
 mod manifest;

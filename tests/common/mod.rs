@@ -115,11 +115,12 @@ impl Daemon {
         let metrics_port = free_port();
         let socket = dir.path().join("confidantd.sock");
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[model]\ndir = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n[storage]\nurl = \"{}\"\n\n[index]\npath = \"{}\"\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[model]\ndir = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n[storage]\nurl = \"{}\"\n\n[classifiers]\ndir = \"{}\"\n\n[index]\npath = \"{}\"\n{extra}\n",
             socket.display(),
             metrics_port,
             model.display(),
             storage_url(dir.path()),
+            dir.path().join("classifiers").display(),
             dir.path().join("index").display(),
         );
         let config_path = dir.path().join("confidantd.toml");

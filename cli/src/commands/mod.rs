@@ -1,5 +1,6 @@
 pub mod admin;
 pub mod embed;
+pub mod intents;
 pub mod kb;
 pub mod models;
 pub mod tokens;

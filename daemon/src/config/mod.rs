@@ -43,6 +43,27 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub index: IndexConfig,
     pub kb: KbConfig,
+    pub classifiers: ClassifiersConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifiersConfig {
+    /// Trained heads, one sub-directory each, named by the directory ("intent",
+    /// "sentiment"): write them with `confidantctl intents train --out DIR/NAME`. A missing
+    /// directory means no heads; a head trained against another encoder stops the start.
+    pub dir: PathBuf,
+    /// The head `Classify` uses when the request names none.
+    pub default: String,
+}
+
+impl Default for ClassifiersConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/confidant/classifiers"),
+            default: "intent".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -427,6 +448,12 @@ impl Config {
                 "kb.languages",
                 format!("{l:?}: use lower-case codes such as \"en\" or \"zh\""),
             ));
+        }
+        if self.classifiers.dir.as_os_str().is_empty() {
+            return Err(invalid("classifiers.dir", "must be set"));
+        }
+        if self.classifiers.default.is_empty() {
+            return Err(invalid("classifiers.default", "must name a classifier"));
         }
         if self.retention.interval_seconds == 0 {
             return Err(invalid("retention.interval_seconds", "must be positive"));

@@ -18,12 +18,12 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Model(#[from] confidant_inference::InferenceError),
+    Load(#[from] crate::app::StartError),
     #[error("reload task failed: {0}")]
     Task(String),
 }
 
-/// Re-reads the config file (when the daemon was started with one) and reloads the models,
+/// Re-reads the config file (when the daemon was started with one) and reloads the models and classifier heads,
 /// telling systemd RELOADING=1 … READY=1. On failure the previous config and models stay.
 pub async fn reload(app: &Arc<App>, config_path: Option<&Path>) -> Result<(), ReloadError> {
     notify::reloading();

@@ -20,38 +20,7 @@ impl EmbeddingService {
     }
 
     async fn embed(&self, req: pb::EmbedRequest) -> Result<pb::EmbedResponse, ServiceError> {
-        let limits = self.app.config().limits.clone();
-        if req.texts.is_empty() {
-            return Err(ServiceError::invalid(
-                "texts",
-                "at least one text is required",
-            ));
-        }
-        if req.texts.len() > limits.max_texts_per_request {
-            return Err(ServiceError::invalid(
-                "texts",
-                format!(
-                    "{} texts exceed the limit of {}",
-                    req.texts.len(),
-                    limits.max_texts_per_request
-                ),
-            ));
-        }
-        if let Some((i, t)) = req
-            .texts
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.chars().count() > limits.max_text_chars)
-        {
-            return Err(ServiceError::invalid(
-                format!("texts[{i}]"),
-                format!(
-                    "{} characters exceed the limit of {}",
-                    t.chars().count(),
-                    limits.max_text_chars
-                ),
-            ));
-        }
+        super::check_texts(&req.texts, &self.app.config().limits)?;
         let kind = match pb::InputKind::try_from(req.kind) {
             Ok(pb::InputKind::Passage) => InputKind::Passage,
             Ok(_) => InputKind::Query,

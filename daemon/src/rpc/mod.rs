@@ -4,6 +4,7 @@
 
 mod admin;
 mod embeddings;
+mod intents;
 mod kb;
 mod observe;
 mod status;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use confidant_proto::v1::admin_service_server::AdminServiceServer;
 use confidant_proto::v1::embedding_service_server::EmbeddingServiceServer;
+use confidant_proto::v1::intent_service_server::IntentServiceServer;
 use confidant_proto::v1::knowledge_base_service_server::KnowledgeBaseServiceServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
@@ -23,6 +25,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 pub use admin::AdminService;
 pub use embeddings::EmbeddingService;
+pub use intents::IntentService;
 pub use kb::KbService;
 pub use status::ServiceError;
 
@@ -62,6 +65,9 @@ async fn router(
     health
         .set_serving::<KnowledgeBaseServiceServer<KbService>>()
         .await;
+    health
+        .set_serving::<IntentServiceServer<IntentService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(confidant_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -83,10 +89,57 @@ async fn router(
             auth.clone(),
         ))
         .add_service(InterceptedService::new(
+            IntentServiceServer::new(IntentService::new(app.clone()))
+                .max_decoding_message_size(max),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
             AdminServiceServer::new(AdminService::new(app.clone(), config_path.clone()))
                 .max_decoding_message_size(max),
             auth,
         )))
+}
+
+/// The checks every text-taking call makes, naming the offending `texts[i]`.
+pub(crate) fn check_texts(
+    texts: &[String],
+    limits: &crate::config::LimitsConfig,
+) -> Result<(), ServiceError> {
+    if texts.is_empty() {
+        return Err(ServiceError::invalid(
+            "texts",
+            "at least one text is required",
+        ));
+    }
+    if texts.len() > limits.max_texts_per_request {
+        return Err(ServiceError::invalid(
+            "texts",
+            format!(
+                "{} texts exceed the limit of {}",
+                texts.len(),
+                limits.max_texts_per_request
+            ),
+        ));
+    }
+    for (i, t) in texts.iter().enumerate() {
+        if t.trim().is_empty() {
+            return Err(ServiceError::invalid(
+                format!("texts[{i}]"),
+                "must not be empty",
+            ));
+        }
+        let n = t.chars().count();
+        if n > limits.max_text_chars {
+            return Err(ServiceError::invalid(
+                format!("texts[{i}]"),
+                format!(
+                    "{n} characters exceed the limit of {}",
+                    limits.max_text_chars
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn tls(config: &crate::config::ServerConfig) -> Result<Option<ServerTlsConfig>, ServeError> {

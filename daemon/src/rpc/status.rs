@@ -4,6 +4,7 @@ use confidant_inference::InferenceError;
 use tonic::{Code, Status};
 
 use crate::auth::AuthError;
+use crate::classify::ClassifyError;
 use crate::index::IndexError;
 use crate::kb::KbError;
 use crate::store::StoreError;
@@ -23,6 +24,8 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Kb(#[from] KbError),
+    #[error(transparent)]
+    Classify(#[from] ClassifyError),
 }
 
 impl ServiceError {
@@ -71,12 +74,24 @@ fn kb_code(e: &KbError) -> Code {
     }
 }
 
+fn classify_code(e: &ClassifyError) -> Code {
+    use confidant_inference::classifier::ClassifierError as C;
+    match e {
+        ClassifyError::NotFound(_) => Code::NotFound,
+        ClassifyError::Inference(i) => inference_code(i),
+        ClassifyError::Classifier(C::InvalidInput { .. }) => Code::InvalidArgument,
+        ClassifyError::Dir { .. } | ClassifyError::Load { .. } => Code::FailedPrecondition,
+        ClassifyError::Classifier(_) => Code::Internal,
+    }
+}
+
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Self {
         // One kind of storage failure, however it travelled.
         let e = match e {
             ServiceError::Kb(KbError::Store(s)) => ServiceError::Store(s),
-            ServiceError::Kb(KbError::Inference(i)) => ServiceError::Inference(i),
+            ServiceError::Kb(KbError::Inference(i))
+            | ServiceError::Classify(ClassifyError::Inference(i)) => ServiceError::Inference(i),
             other => other,
         };
         let code = match &e {
@@ -87,6 +102,7 @@ impl From<ServiceError> for Status {
             ServiceError::Auth(AuthError::PermissionDenied(_)) => Code::PermissionDenied,
             ServiceError::Store(s) => store_code(s),
             ServiceError::Kb(k) => kb_code(k),
+            ServiceError::Classify(c) => classify_code(c),
         };
         if matches!(
             e,
@@ -147,5 +163,13 @@ mod tests {
             ServiceError::from(KbError::Index(IndexError::Engine("segment 7".into()))).into();
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("segment"));
+        let s: Status = ServiceError::from(ClassifyError::NotFound("routing".into())).into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().contains("routing"));
+        let s: Status = ServiceError::from(ClassifyError::Inference(InferenceError::Overloaded {
+            capacity: 1,
+        }))
+        .into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
     }
 }

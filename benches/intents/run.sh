@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Intent-detection figures on BANKING77 (stratified 80/20 split of ../shared/data's
+# train.csv, seed 0) plus the project's own out-of-scope development utterances.
+# Trains head-only classifiers with `confidantctl intents train --local` and evaluates
+# them with `confidantctl intents eval`. Usage: benches/intents/run.sh [WORKDIR]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+DATA=${BANKING77:-../shared/data/banking77/train.csv}
+WORK=${1:-target/bench-intents}
+MODEL=${CONFIDANT_MODEL_DIR:-models/all-MiniLM-L6-v2}
+if [[ ! -f $DATA ]]; then
+  echo "SKIPPED: $DATA not found (set BANKING77=path/to/train.csv)" >&2
+  exit 0
+fi
+models/install-default >/dev/null
+# The dev profile optimises every dependency (Candle included) at -O3; the workspace's
+# own code only orchestrates, so the debug binary trains at release speed.
+cargo build --workspace --locked --bins
+CTL=target/debug/confidantctl
+python3 benches/intents/split.py --data "$DATA" --oos benches/intents/oos_dev.txt --out "$WORK"
+cols=(--text-column text --label-column category)
+enc=(--local --model-dir "$MODEL")
+
+run() { # name, training file, extra train flags...
+  local name=$1 file=$2
+  shift 2
+  local t0=$SECONDS
+  "$CTL" --json intents train "${enc[@]}" "${cols[@]}" --data "$WORK/$file" --out "$WORK/$name" "$@" \
+    >"$WORK/$name.train.json"
+  echo "== $name: trained in $((SECONDS - t0)) s (embedding + head, 2 threads)"
+  for test in test.csv test_oos.csv; do
+    "$CTL" --json intents eval "${enc[@]}" "${cols[@]}" --classifier "$WORK/$name" --data "$WORK/$test" \
+      >"$WORK/$name.$test.json"
+    python3 - "$WORK/$name.$test.json" "$test" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["report"]
+line = f"   {sys.argv[2]:13} closed-set acc {r['closed_set_accuracy']*100:6.2f}%  in-scope acc {r['in_scope_accuracy']*100:6.2f}%  macro-F1 {r['macro_f1']*100:6.2f}%"
+if r.get("oos_recall") is not None:
+    line += f"  OOS precision {r['oos_precision']*100:6.2f}%  OOS recall {r['oos_recall']*100:6.2f}%"
+print(line)
+PY
+  done
+}
+
+run linear train.csv --head linear
+run mlp train.csv --head mlp
+run mlp-maxprob train.csv --head mlp --oos-score max-prob
+run mlp-oos train_oos.csv --head mlp

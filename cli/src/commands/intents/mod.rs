@@ -1,0 +1,398 @@
+//! `confidantctl intents`: train a classifier head on the customer's own labelled
+//! utterances (on this machine; nothing leaves it), evaluate it, and try it.
+
+mod data;
+mod encoder;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use confidant_inference::classifier::{
+    self, Classifier, HeadKind, HeadOptions, OosScore, Outcome, Report, TrainOptions,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::Cli;
+use crate::output::{json, table};
+use data::{Columns, Loaded};
+use encoder::{Encoder, EncoderArgs};
+
+#[derive(Subcommand)]
+pub enum IntentsCommand {
+    /// Train a classifier head (intents, sentiment, ...) from CSV or JSONL.
+    Train(TrainArgs),
+    /// Accuracy, macro-F1, out-of-scope precision/recall, worst intents, confusions.
+    Eval(EvalArgs),
+    /// Classify texts; one JSON line each.
+    Predict(PredictArgs),
+}
+
+#[derive(Args)]
+struct ColumnArgs {
+    /// The column (CSV) or key (JSONL) holding the utterance.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// The column or key holding the label (BANKING77: category).
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// The label that marks out-of-scope examples.
+    #[arg(long, default_value = "out_of_scope")]
+    oos_label: String,
+}
+
+impl ColumnArgs {
+    fn columns(&self) -> Columns<'_> {
+        Columns {
+            text: &self.text_column,
+            label: &self.label_column,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Labelled utterances: .csv, or .jsonl with one object per line.
+    #[arg(long)]
+    data: PathBuf,
+    /// The artefact directory to write (replaced whole if it exists).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    columns: ColumnArgs,
+    #[command(flatten)]
+    encoder: EncoderArgs,
+    /// What the head classifies (recorded in the artefact): intent, sentiment, ...
+    #[arg(long, default_value = "intent")]
+    task: String,
+    /// linear (logistic regression) or mlp (one hidden layer).
+    #[arg(long, default_value = "mlp")]
+    head: HeadKind,
+    #[arg(long, default_value_t = 512)]
+    hidden: usize,
+    #[arg(long, default_value_t = 40)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.2)]
+    dropout: f32,
+    /// Same data, same seed, same weights.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of each label held out to calibrate probabilities and the threshold.
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f32,
+    /// nearest (similarity to the closest training utterance) or max-prob.
+    #[arg(long, default_value = "nearest")]
+    oos_score: OosScore,
+    /// Use this out-of-scope threshold instead of calibrating one.
+    #[arg(long)]
+    oos_threshold: Option<f32>,
+    /// Without out-of-scope examples: the share of held-out in-scope inputs to keep.
+    #[arg(long, default_value_t = 0.97)]
+    coverage: f32,
+    /// A label with fewer examples is an error.
+    #[arg(long, default_value_t = 5)]
+    min_examples: usize,
+    /// Drop invalid rows and too-small labels instead of refusing to train.
+    #[arg(long)]
+    skip_invalid: bool,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    classifier: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    columns: ColumnArgs,
+    #[command(flatten)]
+    encoder: EncoderArgs,
+    /// Override the artefact's out-of-scope threshold.
+    #[arg(long)]
+    oos_threshold: Option<f32>,
+    /// How many worst intents and confused pairs to list.
+    #[arg(long, default_value_t = 10)]
+    worst: usize,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    #[arg(long)]
+    classifier: PathBuf,
+    #[command(flatten)]
+    encoder: EncoderArgs,
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    #[arg(required = true)]
+    texts: Vec<String>,
+}
+
+pub async fn run(cli: &Cli, command: &IntentsCommand) -> anyhow::Result<()> {
+    match command {
+        IntentsCommand::Train(a) => train(cli, a).await,
+        IntentsCommand::Eval(a) => eval(cli, a).await,
+        IntentsCommand::Predict(a) => predict(cli, a).await,
+    }
+}
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        b.set_style(style.progress_chars("=> "));
+    }
+    b.enable_steady_tick(Duration::from_millis(250));
+    b
+}
+
+async fn embed_all(
+    enc: &mut Encoder,
+    texts: &[String],
+    quiet: bool,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let b = (!quiet).then(|| {
+        bar(
+            texts.len() as u64,
+            "embedding {bar:30} {pos}/{len} utterances {per_sec} eta {eta}",
+        )
+    });
+    let v = enc.embed(texts, b.as_ref()).await?;
+    if let Some(b) = b {
+        b.finish_and_clear();
+    }
+    Ok(v)
+}
+
+fn load(path: &Path, columns: &ColumnArgs) -> anyhow::Result<Loaded> {
+    data::read(path, &columns.columns())
+}
+
+async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
+    if !(0.0..0.9).contains(&a.holdout) {
+        bail!("--holdout must be at least 0 and below 0.9");
+    }
+    let mut loaded = load(&a.data, &a.columns)?;
+    data::check_for_training(&mut loaded, a.min_examples, &a.columns.oos_label);
+    loaded.print_problems();
+    if loaded.errors() > 0 {
+        if !a.skip_invalid {
+            bail!(
+                "{}: {} error(s) above; fix them or pass --skip-invalid to train without those rows",
+                a.data.display(),
+                loaded.errors()
+            );
+        }
+        data::drop_invalid(&mut loaded, a.min_examples, &a.columns.oos_label);
+    }
+    let started = Instant::now();
+    let mut enc = Encoder::open(cli, &a.encoder).await?;
+    let texts: Vec<String> = loaded.rows.iter().map(|r| r.text.clone()).collect();
+    let vectors = embed_all(&mut enc, &texts, cli.json).await?;
+    let embed_seconds = started.elapsed().as_secs_f64();
+    let examples: Vec<(Vec<f32>, String)> = vectors
+        .into_iter()
+        .zip(loaded.rows.iter().map(|r| r.label.clone()))
+        .collect();
+    let opts = TrainOptions {
+        task: a.task.clone(),
+        head: HeadOptions {
+            kind: a.head,
+            hidden: a.hidden,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            learning_rate: a.learning_rate,
+            weight_decay: a.weight_decay,
+            dropout: a.dropout,
+        },
+        seed: a.seed,
+        holdout: a.holdout,
+        oos_label: a.columns.oos_label.clone(),
+        oos_threshold: a.oos_threshold,
+        oos_score: a.oos_score,
+        coverage: a.coverage,
+    };
+    let b = (!cli.json).then(|| bar(a.epochs as u64, "training {bar:30} epoch {pos}/{len} {msg}"));
+    let mut classifier = classifier::train(&examples, enc.reference(), &opts, &mut |r| {
+        if let Some(b) = &b {
+            b.set_position(r.epoch as u64);
+            b.set_message(match r.val_accuracy {
+                Some(acc) => format!("loss {:.4}  held-out accuracy {:.2}%", r.loss, acc * 100.0),
+                None => format!("loss {:.4}", r.loss),
+            });
+        }
+    })?;
+    if let Some(b) = b {
+        b.finish_and_clear();
+    }
+    classifier
+        .save(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let m = classifier
+        .metrics()
+        .context("training produced no metrics")?;
+    let total = started.elapsed().as_secs_f64();
+    if cli.json {
+        json(&json!({
+            "out": a.out, "version": classifier.version(), "labels": classifier.labels().len(),
+            "encoder": classifier.encoder().name, "embed_seconds": embed_seconds,
+            "seconds": total, "metrics": m,
+        }));
+        return Ok(());
+    }
+    println!(
+        "wrote {} (version {}, {} labels, encoder {})",
+        a.out.display(),
+        classifier.version(),
+        classifier.labels().len(),
+        classifier.encoder().name
+    );
+    println!(
+        "examples: {} train, {} held out, {} out-of-scope; embedding {:.1}s, head {:.1}s",
+        m.train_examples, m.holdout_examples, m.out_of_scope_examples, embed_seconds, m.seconds
+    );
+    println!(
+        "calibration: temperature {:.3}, out-of-scope threshold {:.4} ({})",
+        m.temperature, m.oos_threshold, m.threshold_source
+    );
+    print_report("held-out split", &m.holdout);
+    Ok(())
+}
+
+fn pct(x: f32) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+fn print_report(title: &str, r: &Report) {
+    println!(
+        "{title}: {} examples ({} in scope, {} out of scope)",
+        r.examples, r.in_scope_examples, r.out_of_scope_examples
+    );
+    println!(
+        "  accuracy (closed set) {}  in-scope accuracy {}  macro-F1 {}",
+        pct(r.closed_set_accuracy),
+        pct(r.in_scope_accuracy),
+        pct(r.macro_f1)
+    );
+    if let (Some(p), Some(rc)) = (r.oos_precision, r.oos_recall) {
+        println!("  out of scope: precision {}  recall {}", pct(p), pct(rc));
+    }
+    if !r.worst.is_empty() {
+        println!("worst intents:");
+        let rows: Vec<Vec<String>> = r
+            .worst
+            .iter()
+            .map(|l| {
+                vec![
+                    l.label.clone(),
+                    l.support.to_string(),
+                    pct(l.precision),
+                    pct(l.recall),
+                    pct(l.f1),
+                ]
+            })
+            .collect();
+        table(&["intent", "support", "precision", "recall", "f1"], &rows);
+    }
+    if !r.confused.is_empty() {
+        println!("most confused:");
+        let rows: Vec<Vec<String>> = r
+            .confused
+            .iter()
+            .map(|c| vec![c.truth.clone(), c.predicted.clone(), c.count.to_string()])
+            .collect();
+        table(&["truth", "predicted", "count"], &rows);
+    }
+}
+
+/// Loads the artefact and refuses it if it was trained against another encoder than
+/// the one about to feed it.
+fn open_classifier(dir: &Path, enc: &Encoder) -> anyhow::Result<Classifier> {
+    Ok(Classifier::load_for(dir, &enc.reference().fingerprint)?)
+}
+
+async fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
+    let loaded = load(&a.data, &a.columns)?;
+    loaded.print_problems();
+    if loaded.errors() > 0 {
+        bail!("{}: {} error(s) above", a.data.display(), loaded.errors());
+    }
+    let mut enc = Encoder::open(cli, &a.encoder).await?;
+    let mut c = open_classifier(&a.classifier, &enc)?;
+    if let Some(t) = a.oos_threshold {
+        c = c.with_threshold(t);
+    }
+    let texts: Vec<String> = loaded.rows.iter().map(|r| r.text.clone()).collect();
+    let vectors = embed_all(&mut enc, &texts, cli.json).await?;
+    let predictions = c.predict(&vectors, 1)?;
+    let known: std::collections::HashSet<&str> = c.labels().iter().map(String::as_str).collect();
+    let mut unknown = std::collections::BTreeSet::new();
+    let outcomes: Vec<Outcome> = loaded
+        .rows
+        .iter()
+        .zip(&predictions)
+        .map(|(row, p)| {
+            let truth = (row.label != a.columns.oos_label).then(|| row.label.clone());
+            if let Some(t) = &truth
+                && !known.contains(t.as_str())
+            {
+                unknown.insert(t.clone());
+            }
+            Outcome {
+                truth,
+                top: p.top.first().map(|t| t.0.clone()).unwrap_or_default(),
+                out_of_scope: p.out_of_scope,
+            }
+        })
+        .collect();
+    if !unknown.is_empty() {
+        eprintln!(
+            "warning: {} label(s) in the data are unknown to the classifier (counted as errors): {}",
+            unknown.len(),
+            unknown.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let r = classifier::report(&outcomes, a.worst);
+    if cli.json {
+        json(&json!({
+            "classifier": a.classifier, "version": c.version(), "oos_threshold": c.oos_threshold(),
+            "report": r,
+        }));
+    } else {
+        println!(
+            "classifier {} (version {}), out-of-scope threshold {:.4}",
+            a.classifier.display(),
+            c.version(),
+            c.oos_threshold()
+        );
+        print_report(&a.data.display().to_string(), &r);
+    }
+    Ok(())
+}
+
+async fn predict(cli: &Cli, a: &PredictArgs) -> anyhow::Result<()> {
+    if let Some(i) = a.texts.iter().position(|t| t.trim().is_empty()) {
+        bail!("texts[{i}]: must not be empty");
+    }
+    let mut enc = Encoder::open(cli, &a.encoder).await?;
+    let c = open_classifier(&a.classifier, &enc)?;
+    let vectors = enc.embed(&a.texts, None).await?;
+    for (text, p) in a.texts.iter().zip(c.predict(&vectors, a.top_k)?) {
+        let best = p.top.first().cloned().unwrap_or_default();
+        json(&json!({
+            "text": text,
+            "label": if p.out_of_scope { None } else { Some(best.0.clone()) },
+            "probability": best.1,
+            "out_of_scope": p.out_of_scope,
+            "oos_score": p.oos_score,
+            "top": p.top.iter().map(|(l, pr)| json!({"label": l, "probability": pr})).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(())
+}

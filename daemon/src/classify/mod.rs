@@ -1,0 +1,164 @@
+//! Classifier heads served by the daemon: every sub-directory of `classifiers.dir` that
+//! holds a `classifier.toml` is a head, named by the directory ("intent", "sentiment").
+//! All are checked against the serving encoder's fingerprint when loaded; the set is
+//! swapped whole on reload, and calls in flight finish on the heads they started with.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use confidant_inference::classifier::{CLASSIFIER_FILE, Classifier, ClassifierError, Prediction};
+use confidant_inference::{Batcher, EmbeddingModel, InferenceError, InputKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("classifiers.dir {path}: {message}")]
+    Dir { path: PathBuf, message: String },
+    #[error("classifier {name:?}: {source}")]
+    Load {
+        name: String,
+        #[source]
+        source: ClassifierError,
+    },
+    #[error(
+        "no classifier named {0:?} is loaded (train one with `confidantctl intents train --out <classifiers.dir>/{0}` and reload)"
+    )]
+    NotFound(String),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error(transparent)]
+    Classifier(#[from] ClassifierError),
+}
+
+/// One loaded head and where it came from.
+#[derive(Debug)]
+pub struct Head {
+    pub name: String,
+    pub dir: PathBuf,
+    pub classifier: Classifier,
+}
+
+type Heads = Arc<BTreeMap<String, Arc<Head>>>;
+
+pub struct Classifiers {
+    heads: RwLock<Heads>,
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !n.starts_with('.')
+}
+
+/// Reads every head under `dir`. A missing directory is an empty set (a fresh install
+/// has trained nothing yet); a head that cannot be loaded, or was trained against
+/// another encoder, fails the whole load so that a stale head is never served silently.
+pub fn load_dir(
+    dir: &Path,
+    encoder_fingerprint: &str,
+) -> Result<BTreeMap<String, Arc<Head>>, ClassifyError> {
+    let mut out = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => {
+            return Err(ClassifyError::Dir {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            });
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| ClassifyError::Dir {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Staging directories of a save in progress start with a dot.
+        if !path.is_dir() || !valid_name(&name) || !path.join(CLASSIFIER_FILE).is_file() {
+            continue;
+        }
+        let classifier = Classifier::load_for(&path, encoder_fingerprint).map_err(|source| {
+            ClassifyError::Load {
+                name: name.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(classifier = %name, task = classifier.task(), version = classifier.version(),
+            labels = classifier.labels().len(), "classifier loaded");
+        out.insert(
+            name.clone(),
+            Arc::new(Head {
+                name,
+                dir: path,
+                classifier,
+            }),
+        );
+    }
+    Ok(out)
+}
+
+impl Classifiers {
+    pub fn new(heads: BTreeMap<String, Arc<Head>>) -> Self {
+        Self {
+            heads: RwLock::new(Arc::new(heads)),
+        }
+    }
+
+    fn current(&self) -> Heads {
+        match self.heads.read() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn swap(&self, heads: BTreeMap<String, Arc<Head>>) {
+        let heads = Arc::new(heads);
+        match self.heads.write() {
+            Ok(mut h) => *h = heads,
+            Err(p) => *p.into_inner() = heads,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<Head>, ClassifyError> {
+        self.current()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ClassifyError::NotFound(name.to_string()))
+    }
+
+    pub fn list(&self) -> Vec<Arc<Head>> {
+        self.current().values().cloned().collect()
+    }
+
+    /// Embeds `texts` as queries through the batcher and classifies them with `name`.
+    pub async fn classify(
+        &self,
+        batcher: &Batcher<EmbeddingModel>,
+        name: &str,
+        texts: &[String],
+        top_k: usize,
+    ) -> Result<(Arc<Head>, Vec<Prediction>), ClassifyError> {
+        let head = self.get(name)?;
+        let vectors: Vec<Vec<f32>> = batcher
+            .embed(texts, InputKind::Query)
+            .await?
+            .into_iter()
+            .map(|e| e.vector)
+            .collect();
+        let predictions = head.classifier.predict(&vectors, top_k)?;
+        for p in &predictions {
+            let outcome = if p.out_of_scope {
+                "out_of_scope"
+            } else {
+                "in_scope"
+            };
+            metrics::counter!("confidant_classifications_total", "classifier" => head.name.clone(), "outcome" => outcome)
+                .increment(1);
+        }
+        Ok((head, predictions))
+    }
+}

@@ -1,0 +1,405 @@
+//! Classifier heads on top of the embedding encoder: intents, sentiment, any label set an
+//! operator trains on-prem. One mechanism, several trained heads.
+//!
+//! A head is trained on the encoder's sentence vectors (the encoder stays frozen), its
+//! probabilities are calibrated on a held-out split (temperature scaling), and an
+//! out-of-scope threshold is chosen there too, so that "none of our intents" is an
+//! answer rather than a wrong guess. The artefact is a directory (see [`artefact`]) tied
+//! to the encoder it was trained against by the encoder's fingerprint.
+
+mod artefact;
+mod calibrate;
+mod error;
+mod head;
+mod metrics;
+mod rng;
+mod split;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub use artefact::{CLASSIFIER_FILE, METRICS_FILE, WEIGHTS_FILE};
+pub use calibrate::OosScore;
+pub use error::ClassifierError;
+pub use head::{EpochReport, HeadKind, HeadOptions};
+pub use metrics::{Confusion, LabelFigures, Outcome, Report, report};
+
+use head::{Head, matrix};
+
+type Result<T> = std::result::Result<T, ClassifierError>;
+
+/// The encoder a head was trained against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderRef {
+    pub name: String,
+    /// [`crate::Manifest::fingerprint`] of the encoder's model directory.
+    pub fingerprint: String,
+    pub dimension: usize,
+}
+
+/// How to train a head.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// What the head classifies ("intent", "sentiment", ...).
+    pub task: String,
+    pub head: HeadOptions,
+    pub seed: u64,
+    /// Share of each label's examples held out for calibration and the report.
+    pub holdout: f32,
+    /// Examples carrying this label are out-of-scope examples: trained as a reject class
+    /// and used to choose the threshold. Never returned as an intent.
+    pub oos_label: String,
+    /// The operator's threshold; chosen on the held-out split when `None`.
+    pub oos_threshold: Option<f32>,
+    pub oos_score: OosScore,
+    /// Without out-of-scope examples, the share of held-out in-scope inputs to keep.
+    pub coverage: f32,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            task: "intent".into(),
+            head: HeadOptions::default(),
+            seed: 42,
+            holdout: 0.1,
+            oos_label: "out_of_scope".into(),
+            oos_threshold: None,
+            oos_score: OosScore::default(),
+            coverage: 0.97,
+        }
+    }
+}
+
+/// What training measured, kept beside the weights as `metrics.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainingMetrics {
+    pub train_examples: usize,
+    pub holdout_examples: usize,
+    pub out_of_scope_examples: usize,
+    pub labels: usize,
+    pub epochs: usize,
+    pub seconds: f64,
+    pub temperature: f32,
+    pub oos_threshold: f32,
+    pub threshold_source: String,
+    /// The held-out split, with the final decision rule.
+    pub holdout: Report,
+}
+
+/// One input's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The best in-scope labels with calibrated probabilities, most likely first.
+    pub top: Vec<(String, f32)>,
+    pub out_of_scope: bool,
+    /// The score the threshold was compared with.
+    pub oos_score: f32,
+}
+
+/// A trained head, ready to predict.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    meta: artefact::Meta,
+    head: Head,
+    /// Unit-length training vectors, for the nearest-neighbour out-of-scope score.
+    memory: Option<Tensor>,
+    metrics: Option<TrainingMetrics>,
+}
+
+impl Classifier {
+    pub fn task(&self) -> &str {
+        &self.meta.classifier.task
+    }
+
+    pub fn version(&self) -> &str {
+        &self.meta.classifier.version
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.meta.head.labels
+    }
+
+    pub fn encoder(&self) -> &EncoderRef {
+        &self.meta.encoder
+    }
+
+    pub fn oos_threshold(&self) -> f32 {
+        self.meta.out_of_scope.threshold
+    }
+
+    pub fn oos_score(&self) -> OosScore {
+        self.meta.out_of_scope.score
+    }
+
+    pub fn metrics(&self) -> Option<&TrainingMetrics> {
+        self.metrics.as_ref()
+    }
+
+    /// A copy with the operator's threshold in place of the calibrated one.
+    pub fn with_threshold(mut self, threshold: f32) -> Self {
+        self.meta.out_of_scope.threshold = threshold;
+        self.meta.out_of_scope.source = "operator".into();
+        self
+    }
+
+    pub fn load(dir: &Path) -> Result<Self> {
+        artefact::load(dir)
+    }
+
+    /// Loads a head and refuses it unless it was trained against `encoder_fingerprint`.
+    pub fn load_for(dir: &Path, encoder_fingerprint: &str) -> Result<Self> {
+        let c = artefact::load(dir)?;
+        if c.meta.encoder.fingerprint != encoder_fingerprint {
+            return Err(ClassifierError::EncoderMismatch {
+                path: dir.to_path_buf(),
+                trained: c.meta.encoder.fingerprint.clone(),
+                serving: encoder_fingerprint.to_string(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Writes the artefact: into a staging directory first, then renamed into place, so
+    /// that a daemon reloading `dir` never reads half a classifier. Afterwards
+    /// [`Classifier::version`] is the version written (a digest of the weights).
+    pub fn save(&mut self, dir: &Path) -> Result<()> {
+        let (version, sha) = artefact::save(self, dir)?;
+        self.meta.classifier.version = version;
+        self.meta.head.weights_sha256 = sha;
+        Ok(())
+    }
+
+    fn logits(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+        Ok(self.head.logits(x)?.to_vec2::<f32>()?)
+    }
+
+    fn nearest(&self, x: &Tensor) -> Result<Vec<f32>> {
+        match &self.memory {
+            Some(m) => Ok(x.matmul(&m.t()?)?.max(1)?.to_vec1::<f32>()?),
+            None => Err(ClassifierError::artefact(
+                "(memory)",
+                "the nearest-neighbour score needs the training vectors, which this artefact lacks",
+            )),
+        }
+    }
+
+    /// Classifies sentence vectors (from the same encoder, unit length).
+    pub fn predict(&self, vectors: &[Vec<f32>], top_k: usize) -> Result<Vec<Prediction>> {
+        if vectors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dim = self.meta.encoder.dimension;
+        if let Some((i, v)) = vectors.iter().enumerate().find(|(_, v)| v.len() != dim) {
+            return Err(ClassifierError::InvalidInput {
+                field: format!("vectors[{i}]"),
+                message: format!("has {} dimensions, the classifier expects {dim}", v.len()),
+            });
+        }
+        let rows: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
+        let x = matrix(&rows)?;
+        let logits = self.logits(&x)?;
+        let nearest = match self.meta.out_of_scope.score {
+            OosScore::Nearest => Some(self.nearest(&x)?),
+            OosScore::MaxProb => None,
+        };
+        let labels = &self.meta.head.labels;
+        let n_in = labels.len();
+        let t = self.meta.out_of_scope.temperature;
+        Ok(logits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let p = calibrate::softmax(l, t);
+                let mut ranked: Vec<(usize, f32)> =
+                    p.iter().copied().take(n_in).enumerate().collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                let best_in = ranked.first().map(|r| r.1).unwrap_or(0.0);
+                let reject_class = p.get(n_in).copied().is_some_and(|r| r > best_in);
+                let score = match &nearest {
+                    Some(s) => s[i],
+                    None => best_in,
+                };
+                Prediction {
+                    top: ranked
+                        .into_iter()
+                        .take(top_k.max(1))
+                        .map(|(c, p)| (labels[c].clone(), p))
+                        .collect(),
+                    out_of_scope: reject_class || score < self.meta.out_of_scope.threshold,
+                    oos_score: score,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Trains, calibrates and evaluates a head on `examples` (sentence vector, label).
+pub fn train(
+    examples: &[(Vec<f32>, String)],
+    encoder: EncoderRef,
+    opts: &TrainOptions,
+    progress: &mut dyn FnMut(&EpochReport),
+) -> Result<Classifier> {
+    let started = Instant::now();
+    if let Some((i, v)) = examples
+        .iter()
+        .enumerate()
+        .find(|(_, (v, _))| v.len() != encoder.dimension)
+    {
+        return Err(ClassifierError::InvalidInput {
+            field: format!("examples[{i}]"),
+            message: format!(
+                "vector has {} dimensions, the encoder {}",
+                v.0.len(),
+                encoder.dimension
+            ),
+        });
+    }
+    let mut labels: Vec<String> = examples
+        .iter()
+        .filter(|(_, l)| *l != opts.oos_label)
+        .map(|(_, l)| l.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if labels.len() < 2 {
+        return Err(ClassifierError::Data(format!(
+            "need at least two in-scope labels, found {}",
+            labels.len()
+        )));
+    }
+    let index: BTreeMap<&str, u32> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i as u32))
+        .collect();
+    let reject = labels.len() as u32;
+    let class_of = |l: &str| index.get(l).copied().unwrap_or(reject);
+    let y_all: Vec<u32> = examples.iter().map(|(_, l)| class_of(l)).collect();
+    let (train_idx, held_idx) = split::stratified(&y_all, opts.holdout, opts.seed);
+    let has_reject_class = train_idx.iter().any(|&i| y_all[i] == reject);
+    let classes = labels.len() + usize::from(has_reject_class);
+
+    let dim = encoder.dimension;
+    let stack = |idx: &[usize]| -> Result<(Tensor, Vec<u32>)> {
+        let rows: Vec<&[f32]> = idx.iter().map(|&i| examples[i].0.as_slice()).collect();
+        let x = if rows.is_empty() {
+            Tensor::zeros((0, dim), candle_core::DType::F32, &Device::Cpu)?
+        } else {
+            matrix(&rows)?
+        };
+        Ok((x, idx.iter().map(|&i| y_all[i]).collect()))
+    };
+    let (x_train, y_train) = stack(&train_idx)?;
+    // Held-out out-of-scope examples with no reject class to learn can only inform the
+    // threshold; the closed-set validation accuracy is over in-scope examples.
+    let held_in: Vec<usize> = held_idx
+        .iter()
+        .copied()
+        .filter(|&i| y_all[i] != reject || has_reject_class)
+        .collect();
+    let (x_val, y_val) = stack(&held_in)?;
+    let val = (!y_val.is_empty()).then_some((&x_val, y_val.as_slice()));
+    let head = head::train(
+        &x_train, &y_train, classes, val, &opts.head, opts.seed, progress,
+    )?;
+
+    let memory_idx: Vec<usize> = train_idx
+        .iter()
+        .copied()
+        .filter(|&i| y_all[i] != reject)
+        .collect();
+    let memory = stack(&memory_idx)?.0;
+    let mut classifier = Classifier {
+        meta: artefact::Meta::new(
+            &opts.task,
+            opts.seed,
+            encoder,
+            opts.head.clone(),
+            std::mem::take(&mut labels),
+            has_reject_class,
+            opts.oos_score,
+        ),
+        head,
+        memory: Some(memory),
+        metrics: None,
+    };
+
+    // Calibrate on the held-out split.
+    let (x_held, y_held) = stack(&held_idx)?;
+    let held_logits = if y_held.is_empty() {
+        Vec::new()
+    } else {
+        classifier.logits(&x_held)?
+    };
+    let (cal_logits, cal_y): (Vec<Vec<f32>>, Vec<u32>) = held_logits
+        .iter()
+        .zip(&y_held)
+        .filter(|(_, y)| **y != reject || has_reject_class)
+        .map(|(l, y)| (l.clone(), *y))
+        .unzip();
+    classifier.meta.out_of_scope.temperature = calibrate::fit_temperature(&cal_logits, &cal_y);
+    classifier.meta.out_of_scope.threshold = f32::NEG_INFINITY;
+    let held_vectors: Vec<Vec<f32>> = held_idx.iter().map(|&i| examples[i].0.clone()).collect();
+    let raw = classifier.predict(&held_vectors, 1)?;
+    let (threshold, source) = match opts.oos_threshold {
+        Some(t) => (t, "operator"),
+        None => {
+            let mut in_scores = Vec::new();
+            let mut in_right = Vec::new();
+            let mut oos_scores = Vec::new();
+            for (p, &y) in raw.iter().zip(&y_held) {
+                if y == reject {
+                    oos_scores.push(p.oos_score);
+                } else {
+                    in_scores.push(p.oos_score);
+                    let top = p.top.first().map(|t| t.0.as_str());
+                    in_right.push(!p.out_of_scope && top == Some(&classifier.labels()[y as usize]));
+                }
+            }
+            let source = if oos_scores.is_empty() {
+                "held-out coverage"
+            } else {
+                "held-out out-of-scope examples"
+            };
+            (
+                calibrate::choose_threshold(&in_scores, &in_right, &oos_scores, opts.coverage),
+                source,
+            )
+        }
+    };
+    classifier.meta.out_of_scope.threshold = threshold;
+    classifier.meta.out_of_scope.source = source.into();
+    let final_predictions = classifier.predict(&held_vectors, 1)?;
+    let outcomes: Vec<Outcome> = final_predictions
+        .iter()
+        .zip(&y_held)
+        .map(|(p, &y)| Outcome {
+            truth: (y != reject).then(|| classifier.labels()[y as usize].clone()),
+            top: p.top.first().map(|t| t.0.clone()).unwrap_or_default(),
+            out_of_scope: p.out_of_scope,
+        })
+        .collect();
+    classifier.metrics = Some(TrainingMetrics {
+        train_examples: train_idx.len(),
+        holdout_examples: held_idx.len(),
+        out_of_scope_examples: y_all.iter().filter(|&&y| y == reject).count(),
+        labels: classifier.labels().len(),
+        epochs: opts.head.epochs,
+        seconds: started.elapsed().as_secs_f64(),
+        temperature: classifier.meta.out_of_scope.temperature,
+        oos_threshold: threshold,
+        threshold_source: source.into(),
+        holdout: report(&outcomes, 10),
+    });
+    Ok(classifier)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+/// Utterance vectors around three "intent" directions, plus out-of-scope inputs in
+/// directions no intent uses.
+fn data(per_label: usize, oos: usize) -> Vec<(Vec<f32>, String)> {
+    let mut rng = rng::Rng::new(5);
+    let mut out = Vec::new();
+    let mut push = |axis: usize, label: &str, rng: &mut rng::Rng| {
+        let mut v = [0f32; 16];
+        v[axis] = 1.0;
+        for x in v.iter_mut() {
+            *x += (rng.next_f32() - 0.5) * 0.3;
+        }
+        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        out.push((v.iter().map(|a| a / n).collect(), label.to_string()));
+    };
+    for _ in 0..per_label {
+        push(0, "lost_card", &mut rng);
+        push(1, "balance", &mut rng);
+        push(2, "opening_hours", &mut rng);
+    }
+    for i in 0..oos {
+        push(8 + i % 8, "out_of_scope", &mut rng);
+    }
+    out
+}
+
+fn encoder() -> EncoderRef {
+    EncoderRef {
+        name: "test".into(),
+        fingerprint: "f".repeat(64),
+        dimension: 16,
+    }
+}
+
+fn opts() -> TrainOptions {
+    TrainOptions {
+        head: HeadOptions {
+            hidden: 32,
+            epochs: 15,
+            batch_size: 8,
+            learning_rate: 1e-2,
+            ..Default::default()
+        },
+        holdout: 0.2,
+        ..Default::default()
+    }
+}
+
+fn vec_on(axis: usize) -> Vec<f32> {
+    let mut v = vec![0f32; 16];
+    v[axis] = 1.0;
+    v
+}
+
+#[test]
+fn trains_calibrates_and_flags_out_of_scope() {
+    let mut epochs = 0;
+    let c = train(&data(30, 0), encoder(), &opts(), &mut |_| epochs += 1).unwrap();
+    assert_eq!(epochs, 15);
+    assert_eq!(c.labels(), ["balance", "lost_card", "opening_hours"]);
+    let m = c.metrics().unwrap();
+    assert_eq!(m.threshold_source, "held-out coverage");
+    assert!(m.holdout.closed_set_accuracy > 0.95, "{m:?}");
+    let p = c.predict(&[vec_on(0), vec_on(12)], 2).unwrap();
+    assert_eq!(p[0].top[0].0, "lost_card");
+    assert_eq!(p[0].top.len(), 2);
+    assert!(!p[0].out_of_scope);
+    assert!(p[1].out_of_scope, "a direction no intent uses: {:?}", p[1]);
+    let sum: f32 = p[0].top.iter().map(|t| t.1).sum();
+    assert!(sum <= 1.0 + 1e-5);
+}
+
+#[test]
+fn out_of_scope_examples_become_a_reject_class_and_set_the_threshold() {
+    let c = train(&data(30, 40), encoder(), &opts(), &mut |_| {}).unwrap();
+    let m = c.metrics().unwrap();
+    assert_eq!(m.threshold_source, "held-out out-of-scope examples");
+    assert_eq!(m.out_of_scope_examples, 40);
+    assert!(m.holdout.oos_recall.unwrap() > 0.9, "{m:?}");
+    assert!(!c.labels().iter().any(|l| l == "out_of_scope"));
+    let p = c.predict(&[vec_on(9), vec_on(1)], 1).unwrap();
+    assert!(p[0].out_of_scope);
+    assert!(!p[1].out_of_scope);
+    assert_eq!(p[1].top[0].0, "balance");
+}
+
+#[test]
+fn artefact_round_trips_and_refuses_tampering_or_another_encoder() {
+    let mut c = train(&data(20, 0), encoder(), &opts(), &mut |_| {}).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("intents");
+    c.save(&dir).unwrap();
+    // Saving again over it replaces it whole.
+    c.save(&dir).unwrap();
+    let back = Classifier::load_for(&dir, &"f".repeat(64)).unwrap();
+    assert_eq!(back.labels(), c.labels());
+    assert_eq!(back.version().len(), 12);
+    assert_eq!(
+        back.version(),
+        c.version(),
+        "save reports the version it wrote"
+    );
+    assert!(back.metrics().is_some());
+    let x = vec![vec_on(2), vec_on(13)];
+    let a = c.predict(&x, 3).unwrap();
+    let b = back.predict(&x, 3).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.top[0].0, b.top[0].0);
+        assert_eq!(a.out_of_scope, b.out_of_scope);
+    }
+    let err = Classifier::load_for(&dir, &"0".repeat(64)).unwrap_err();
+    assert!(
+        matches!(err, ClassifierError::EncoderMismatch { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("retrain"));
+    // Operator edits the threshold: allowed.
+    let toml = std::fs::read_to_string(dir.join(CLASSIFIER_FILE)).unwrap();
+    let edited = toml
+        .lines()
+        .map(|l| {
+            if l.starts_with("threshold") {
+                "threshold = 0.99".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.join(CLASSIFIER_FILE), edited).unwrap();
+    assert_eq!(Classifier::load(&dir).unwrap().oos_threshold(), 0.99);
+    // Weights changed behind the manifest's back: refused.
+    let mut bytes = std::fs::read(dir.join(WEIGHTS_FILE)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(dir.join(WEIGHTS_FILE), bytes).unwrap();
+    let err = Classifier::load(&dir).unwrap_err();
+    assert!(err.to_string().contains("SHA-256 mismatch"), "{err}");
+}
+
+#[test]
+fn wrong_dimensions_and_too_few_labels_are_errors() {
+    let c = train(&data(10, 0), encoder(), &opts(), &mut |_| {}).unwrap();
+    let err = c.predict(&[vec![0.0; 3]], 1).unwrap_err();
+    assert!(err.to_string().contains("vectors[0]"), "{err}");
+    let one_label: Vec<_> = data(10, 0)
+        .into_iter()
+        .filter(|(_, l)| l == "balance")
+        .collect();
+    assert!(train(&one_label, encoder(), &opts(), &mut |_| {}).is_err());
+}

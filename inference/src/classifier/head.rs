@@ -125,6 +125,8 @@ pub struct EpochReport {
     pub loss: f32,
     /// Closed-set accuracy on the held-out split (`None` without one).
     pub val_accuracy: Option<f32>,
+    /// The second pass, on every example, after calibration.
+    pub refit: bool,
 }
 
 fn uniform(rng: &mut Rng, rows: usize, cols: usize) -> candle_core::Result<Tensor> {
@@ -259,6 +261,7 @@ pub(crate) fn train(
             epochs: opts.epochs.max(1),
             loss: loss_sum / n as f32,
             val_accuracy,
+            refit: false,
         });
         let score = val_accuracy.unwrap_or(epoch as f32);
         if best.as_ref().is_none_or(|(b, _)| score > *b) {

@@ -59,6 +59,11 @@ pub struct TrainOptions {
     pub oos_score: OosScore,
     /// Without out-of-scope examples, the share of held-out in-scope inputs to keep.
     pub coverage: f32,
+    /// After calibrating on the held-out split, train the head again on every example
+    /// (same seed and epochs) so that no labelled utterance is wasted. The temperature
+    /// and threshold stay those calibrated on the held-out split, and the held-out
+    /// report describes the first fit.
+    pub refit: bool,
 }
 
 impl Default for TrainOptions {
@@ -72,6 +77,7 @@ impl Default for TrainOptions {
             oos_threshold: None,
             oos_score: OosScore::default(),
             coverage: 0.97,
+            refit: true,
         }
     }
 }
@@ -90,6 +96,9 @@ pub struct TrainingMetrics {
     pub threshold_source: String,
     /// The held-out split, with the final decision rule.
     pub holdout: Report,
+    /// Examples of the second fit on everything (0: no refit).
+    #[serde(default)]
+    pub refit_examples: usize,
 }
 
 /// One input's answer.
@@ -397,7 +406,34 @@ pub fn train(
         oos_threshold: threshold,
         threshold_source: source.into(),
         holdout: report(&outcomes, 10),
+        refit_examples: 0,
     });
+    if opts.refit && !held_idx.is_empty() {
+        // Out-of-scope examples join only when the head has a reject class to learn.
+        let all: Vec<usize> = (0..examples.len())
+            .filter(|&i| y_all[i] != reject || has_reject_class)
+            .collect();
+        let (x_all, y_fit) = stack(&all)?;
+        classifier.head = head::train(
+            &x_all,
+            &y_fit,
+            classes,
+            None,
+            &opts.head,
+            opts.seed,
+            &mut |r| progress(&EpochReport { refit: true, ..*r }),
+        )?;
+        let memory_all: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&i| y_all[i] != reject)
+            .collect();
+        classifier.memory = Some(stack(&memory_all)?.0);
+        if let Some(m) = classifier.metrics.as_mut() {
+            m.refit_examples = all.len();
+            m.seconds = started.elapsed().as_secs_f64();
+        }
+    }
     Ok(classifier)
 }
 

@@ -57,12 +57,26 @@ fn vec_on(axis: usize) -> Vec<f32> {
 
 #[test]
 fn trains_calibrates_and_flags_out_of_scope() {
-    let mut epochs = 0;
-    let c = train(&data(30, 0), encoder(), &opts(), &mut |_| epochs += 1).unwrap();
-    assert_eq!(epochs, 15);
+    let (mut fits, mut refits) = (0, 0);
+    let c = train(&data(30, 0), encoder(), &opts(), &mut |r| {
+        if r.refit {
+            refits += 1;
+        } else {
+            fits += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!((fits, refits), (15, 15));
     assert_eq!(c.labels(), ["balance", "lost_card", "opening_hours"]);
     let m = c.metrics().unwrap();
     assert_eq!(m.threshold_source, "held-out coverage");
+    assert_eq!(m.train_examples + m.holdout_examples, 90);
+    assert_eq!(m.refit_examples, 90, "the served head saw every example");
+    let memory = c.memory.as_ref().unwrap().dims2().unwrap();
+    assert_eq!(
+        memory.0, 90,
+        "every in-scope vector is in the nearest-neighbour memory"
+    );
     assert!(m.holdout.closed_set_accuracy > 0.95, "{m:?}");
     let p = c.predict(&[vec_on(0), vec_on(12)], 2).unwrap();
     assert_eq!(p[0].top[0].0, "lost_card");
@@ -71,6 +85,23 @@ fn trains_calibrates_and_flags_out_of_scope() {
     assert!(p[1].out_of_scope, "a direction no intent uses: {:?}", p[1]);
     let sum: f32 = p[0].top.iter().map(|t| t.1).sum();
     assert!(sum <= 1.0 + 1e-5);
+}
+
+#[test]
+fn without_refit_the_served_head_is_the_calibrated_one() {
+    let o = TrainOptions {
+        refit: false,
+        ..opts()
+    };
+    let mut epochs = 0;
+    let c = train(&data(30, 0), encoder(), &o, &mut |_| epochs += 1).unwrap();
+    assert_eq!(epochs, 15);
+    let m = c.metrics().unwrap();
+    assert_eq!(m.refit_examples, 0);
+    assert_eq!(
+        c.memory.as_ref().unwrap().dims2().unwrap().0,
+        m.train_examples
+    );
 }
 
 #[test]

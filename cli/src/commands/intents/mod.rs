@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// Share of each label held out to calibrate probabilities and the threshold.
     #[arg(long, default_value_t = 0.1)]
     holdout: f32,
+    /// Keep the head fitted without the held-out split instead of training it again on
+    /// every example once the threshold is calibrated.
+    #[arg(long)]
+    no_refit: bool,
     /// nearest (similarity to the closest training utterance) or max-prob.
     #[arg(long, default_value = "nearest")]
     oos_score: OosScore,
@@ -217,14 +221,28 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
         oos_threshold: a.oos_threshold,
         oos_score: a.oos_score,
         coverage: a.coverage,
+        refit: !a.no_refit,
     };
-    let b = (!cli.json).then(|| bar(a.epochs as u64, "training {bar:30} epoch {pos}/{len} {msg}"));
+    let passes = if opts.refit && opts.holdout > 0.0 {
+        2
+    } else {
+        1
+    };
+    let b = (!cli.json).then(|| {
+        bar(
+            (a.epochs * passes) as u64,
+            "training {bar:30} {pos}/{len} epochs {msg}",
+        )
+    });
     let mut classifier = classifier::train(&examples, enc.reference(), &opts, &mut |r| {
         if let Some(b) = &b {
-            b.set_position(r.epoch as u64);
-            b.set_message(match r.val_accuracy {
-                Some(acc) => format!("loss {:.4}  held-out accuracy {:.2}%", r.loss, acc * 100.0),
-                None => format!("loss {:.4}", r.loss),
+            b.inc(1);
+            b.set_message(match (r.refit, r.val_accuracy) {
+                (true, _) => format!("refit on every example, loss {:.4}", r.loss),
+                (false, Some(acc)) => {
+                    format!("loss {:.4}  held-out accuracy {:.2}%", r.loss, acc * 100.0)
+                }
+                (false, None) => format!("loss {:.4}", r.loss),
             });
         }
     })?;
@@ -261,7 +279,13 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
         "calibration: temperature {:.3}, out-of-scope threshold {:.4} ({})",
         m.temperature, m.oos_threshold, m.threshold_source
     );
-    print_report("held-out split", &m.holdout);
+    print_report("held-out split (first fit)", &m.holdout);
+    if m.refit_examples > 0 {
+        println!(
+            "refit on all {} examples; the served head is that one",
+            m.refit_examples
+        );
+    }
     Ok(())
 }
 

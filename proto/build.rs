@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "confidant/v1/admin.proto",
         "confidant/v1/kb.proto",
         "confidant/v1/intents.proto",
+        "confidant/v1/bot.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

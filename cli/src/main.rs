@@ -77,6 +77,14 @@ enum Command {
         #[command(subcommand)]
         command: commands::intents::IntentsCommand,
     },
+    /// The bot as a front end calls it: answer a turn, type-ahead, feedback.
+    Bot(commands::bot::BotArgs),
+    /// Routing advice for a new contact, and where it was finally handled.
+    Route(commands::bot::RouteArgs),
+    /// Automated resolution rate, hand-offs by reason, first-try routing accuracy.
+    Report(commands::bot::ReportArgs),
+    /// Erase everything stored about one customer (conversations, decisions, routing).
+    Purge(commands::bot::PurgeArgs),
     /// The audit trail, newest first.
     Audit(commands::tokens::AuditArgs),
     /// Embed texts offline with a model directory; one JSON line per text.
@@ -108,6 +116,10 @@ fn main() -> ExitCode {
             Command::Tokens { command } => commands::tokens::run(&cli, command).await,
             Command::Kb(args) => commands::kb::run(&cli, args).await,
             Command::Intents { command } => commands::intents::run(&cli, command).await,
+            Command::Bot(args) => commands::bot::run(&cli, args).await,
+            Command::Route(args) => commands::bot::route(&cli, args).await,
+            Command::Report(args) => commands::bot::report(&cli, args).await,
+            Command::Purge(args) => commands::bot::purge(&cli, args).await,
             Command::Audit(args) => commands::tokens::audit(&cli, args).await,
             Command::Embed(args) => commands::embed::run(&cli, args),
             Command::Completions { shell } => {

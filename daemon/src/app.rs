@@ -7,11 +7,38 @@ use std::time::Instant;
 use confidant_inference::{Batcher, EmbeddingModel, InferenceError};
 
 use crate::auth::TokenCache;
+use crate::bot::{BotPolicy, Suggester};
 use crate::classify::{Classifiers, ClassifyError};
 use crate::config::Config;
 use crate::index::{EmbeddedIndex, IndexError, VectorIndex};
 use crate::kb::{Kb, KbError};
+use crate::redact::Redactor;
+use crate::routing::{PolicyError, RoutingPolicy};
 use crate::store::Store;
+
+/// The compiled rules of the jobs (patterns, thresholds, queues), built from the config at
+/// start and on reload, swapped whole.
+pub struct Policies {
+    pub bot: BotPolicy,
+    pub routing: RoutingPolicy,
+    pub redactor: Redactor,
+}
+
+impl Policies {
+    pub fn new(config: &Config) -> Result<Self, PolicyError> {
+        let routing = RoutingPolicy::new(&config.routing)?;
+        let bot = BotPolicy::new(&config.bot, &routing)?;
+        let redactor = Redactor::new(&config.redact.patterns).map_err(|e| PolicyError {
+            key: format!("redact.patterns[{}]", e.index),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            bot,
+            routing,
+            redactor,
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -23,6 +50,8 @@ pub enum StartError {
     Kb(#[from] KbError),
     #[error("{0}")]
     Classifiers(#[from] ClassifyError),
+    #[error("config key {0}")]
+    Policy(#[from] PolicyError),
 }
 
 /// The index is derived from the database with one model: a different model (or a
@@ -54,6 +83,8 @@ pub struct App {
     batcher: Arc<Batcher<EmbeddingModel>>,
     kb: Kb,
     classifiers: Classifiers,
+    policies: RwLock<Arc<Policies>>,
+    suggester: Suggester,
     store: Store,
     tokens: Arc<TokenCache>,
     started: Instant,
@@ -77,11 +108,14 @@ impl App {
         let index: Arc<dyn VectorIndex> = Arc::new(open_index(&config, &model)?);
         let batcher = Arc::new(Batcher::new(model, config.batcher())?);
         let kb = Kb::new(store.clone(), index, batcher.clone(), config.kb_settings())?;
+        let policies = Policies::new(&config)?;
         Ok(Self {
             config: RwLock::new(Arc::new(config)),
             batcher,
             kb,
             classifiers: Classifiers::new(heads),
+            policies: RwLock::new(Arc::new(policies)),
+            suggester: Suggester::default(),
             store,
             tokens,
             started: Instant::now(),
@@ -107,6 +141,17 @@ impl App {
         &self.classifiers
     }
 
+    pub fn policies(&self) -> Arc<Policies> {
+        match self.policies.read() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn suggester(&self) -> &Suggester {
+        &self.suggester
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -119,8 +164,8 @@ impl App {
         self.started.elapsed().as_secs()
     }
 
-    /// Loads the models and classifier heads `config` names and swaps them in; on any
-    /// failure the models and heads in service stay, untouched. A model with other weights would make the index's
+    /// Loads the models, classifier heads and job policies `config` names and swaps them
+    /// in; on any failure the ones in service stay, untouched. A model with other weights would make the index's
     /// vectors meaningless, so it is refused here: changing the embedding model takes a
     /// restart, which rebuilds the index. Blocking: call it from `spawn_blocking`.
     pub fn reload(&self, config: Config) -> Result<(), StartError> {
@@ -137,9 +182,14 @@ impl App {
             .into());
         }
         let heads = crate::classify::load_dir(&config.classifiers.dir, &serving)?;
+        let policies = Arc::new(Policies::new(&config)?);
         metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
         self.batcher.swap(model);
         self.classifiers.swap(heads);
+        match self.policies.write() {
+            Ok(mut p) => *p = policies,
+            Err(p) => *p.into_inner() = policies,
+        }
         match self.config.write() {
             Ok(mut c) => *c = Arc::new(config),
             Err(p) => *p.into_inner() = Arc::new(config),

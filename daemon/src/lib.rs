@@ -4,11 +4,13 @@
 
 pub mod app;
 pub mod auth;
+pub mod bot;
 pub mod classify;
 pub mod config;
 pub mod index;
 pub mod kb;
 pub mod ops;
 pub mod redact;
+pub mod routing;
 pub mod rpc;
 pub mod store;

@@ -134,6 +134,21 @@ impl Classifiers {
         self.current().values().cloned().collect()
     }
 
+    /// One already-embedded text through head `name`; `None` when no such head is loaded
+    /// (the jobs then run without it: a site may not have trained one yet).
+    pub fn guess(
+        &self,
+        name: &str,
+        vector: &[f32],
+        top_k: usize,
+    ) -> Result<Option<(Arc<Head>, Prediction)>, ClassifyError> {
+        let Ok(head) = self.get(name) else {
+            return Ok(None);
+        };
+        let p = head.classifier.predict(&[vector.to_vec()], top_k)?;
+        Ok(p.into_iter().next().map(|p| (head, p)))
+    }
+
     /// Embeds `texts` as queries through the batcher and classifies them with `name`.
     pub async fn classify(
         &self,

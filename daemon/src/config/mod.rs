@@ -2,10 +2,14 @@
 //! variable `CONFIDANT__SECTION__KEY` (which wins over the file). Validated at start; every
 //! error names the key at fault.
 
+mod jobs;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use jobs::{BotConfig, RedactConfig, RiskConfig, RoutingConfig};
 
 pub const DEFAULT_PATH: &str = "/etc/confidant/confidantd.toml";
 const ENV_PREFIX: &str = "CONFIDANT__";
@@ -44,6 +48,9 @@ pub struct Config {
     pub index: IndexConfig,
     pub kb: KbConfig,
     pub classifiers: ClassifiersConfig,
+    pub bot: BotConfig,
+    pub routing: RoutingConfig,
+    pub redact: RedactConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +159,9 @@ impl Default for StorageConfig {
 pub struct RetentionConfig {
     /// Audit records older than this many days are deleted; 0 keeps them for ever.
     pub audit_days: u64,
+    /// Bot conversations (turns, decisions) idle this many days, and routing records this
+    /// old, are deleted; 0 keeps them for ever.
+    pub conversation_days: u64,
     /// How often the retention task runs.
     pub interval_seconds: u64,
 }
@@ -160,6 +170,7 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
             audit_days: 400,
+            conversation_days: 90,
             interval_seconds: 3600,
         }
     }
@@ -455,6 +466,7 @@ impl Config {
         if self.classifiers.default.is_empty() {
             return Err(invalid("classifiers.default", "must name a classifier"));
         }
+        crate::app::Policies::new(self).map_err(|e| invalid(&e.key, e.message))?;
         if self.retention.interval_seconds == 0 {
             return Err(invalid("retention.interval_seconds", "must be positive"));
         }
@@ -560,6 +572,33 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_file_is_valid() {
+        let c = Config::from_parts(include_str!("../../../packaging/confidantd.toml"), env(&[]))
+            .unwrap();
+        assert_eq!(
+            c.routing.queues.get("lost_card").map(String::as_str),
+            Some("cards")
+        );
+        assert_eq!(c.bot.min_score_by_lang.get("zh"), Some(&0.8));
+        // Four built-in risk categories stay when the file sets none.
+        assert_eq!(c.routing.risk.len(), 4);
+    }
+
+    #[test]
+    fn maps_and_lists_from_the_environment() {
+        let c = Config::from_parts(
+            "",
+            env(&[
+                ("CONFIDANT__ROUTING__QUEUES", "{ lost_card = \"cards\" }"),
+                ("CONFIDANT__BOT__HUMAN_ONLY", "[\"fraud\"]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.routing.queues.len(), 1);
+        assert_eq!(c.bot.human_only, vec!["fraud".to_string()]);
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let c = Config::from_parts(
             "[server]\nlisten = \"127.0.0.1:1\"\n[inference]\nqueue_capacity = 5\n",
@@ -598,6 +637,16 @@ mod tests {
             ("[kb]\nchunk_tokens = 4\n", "kb.chunk_tokens"),
             ("[index]\nbackend = \"faiss\"\n", "index.backend"),
             ("[inference]\nqueue_capacity = \"many\"\n", "queue_capacity"),
+            ("[bot]\nhuman_only = [\"ghosts\"]\n", "bot.human_only[0]"),
+            ("[bot]\nmin_margin = 2.0\n", "bot.min_margin"),
+            (
+                "[[routing.risk]]\nname = \"x\"\nqueue = \"q\"\npoints = 1\npatterns = [\"(\"]\n",
+                "routing.risk[0].patterns[0]",
+            ),
+            (
+                "[[redact.patterns]]\nname = \"ACC\"\nregex = \"[\"\n",
+                "redact.patterns[0]",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::from_parts(text, env(&[])).unwrap_err().to_string();

@@ -117,6 +117,9 @@ pub struct Kb {
     write: tokio::sync::Mutex<()>,
     pending: AtomicU64,
     dirty: AtomicBool,
+    /// Bumped on every index change, so caches of published content (type-ahead) know
+    /// when to reload.
+    generation: AtomicU64,
 }
 
 impl Kb {
@@ -136,11 +139,20 @@ impl Kb {
             // Until the start-up catch-up has counted its work, report one thing pending.
             pending: AtomicU64::new(1),
             dirty: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         })
     }
 
     pub fn index(&self) -> &Arc<dyn VectorIndex> {
         &self.index
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn pending(&self) -> u64 {
@@ -239,6 +251,7 @@ impl Kb {
         })
         .await?;
         self.dirty.store(true, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -373,10 +386,33 @@ impl Kb {
                 .await?;
         }
         self.dirty.store(true, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
         Ok(written)
     }
 
     pub async fn search(&self, p: &SearchParams) -> Result<Vec<SearchResult>, KbError> {
+        let text = p.text.trim();
+        if text.is_empty() {
+            return Err(invalid("text", "must not be empty"));
+        }
+        let dense_vec = self
+            .batcher
+            .embed(&[text.to_string()], InputKind::Query)
+            .await?
+            .into_iter()
+            .next()
+            .map(|e| e.vector)
+            .unwrap_or_default();
+        self.search_with(p, dense_vec).await
+    }
+
+    /// `search` with the query's dense vector already computed (callers that also
+    /// classify the text embed it once).
+    pub async fn search_with(
+        &self,
+        p: &SearchParams,
+        dense_vec: Vec<f32>,
+    ) -> Result<Vec<SearchResult>, KbError> {
         let text = p.text.trim();
         if text.is_empty() {
             return Err(invalid("text", "must not be empty"));
@@ -403,14 +439,6 @@ impl Kb {
         };
         let candidates = self.settings.candidates.max(p.limit * 4);
         // Both signals are computed in every mode so each hit can report both.
-        let dense_vec = self
-            .batcher
-            .embed(&[text.to_string()], InputKind::Query)
-            .await?
-            .into_iter()
-            .next()
-            .map(|e| e.vector)
-            .unwrap_or_default();
         let sparse = self.lexical.query(text);
         let (dense, lexical) = self
             .blocking_index(|idx| {
@@ -495,6 +523,7 @@ impl Kb {
         }
         self.pending.store(0, Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
         Ok(report)
     }
 

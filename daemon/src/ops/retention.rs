@@ -11,17 +11,32 @@ const DAY_MS: i64 = 86_400_000;
 /// One pass: returns how many records were deleted.
 pub async fn enforce(app: &App) -> Result<u64, crate::store::StoreError> {
     let cfg = app.config().retention.clone();
-    let mut deleted = 0;
+    let mut total = 0;
     if cfg.audit_days > 0 {
         let before = now_ms() - cfg.audit_days as i64 * DAY_MS;
-        deleted += app.store().purge_audit_before(before).await?;
+        let deleted = app.store().purge_audit_before(before).await?;
+        count("audit", deleted);
+        total += deleted;
     }
-    if deleted > 0 {
-        tracing::info!(deleted, "retention: expired records deleted");
-        metrics::counter!("confidant_retention_deleted_total", "kind" => "audit")
-            .increment(deleted);
+    if cfg.conversation_days > 0 {
+        let before = now_ms() - cfg.conversation_days as i64 * DAY_MS;
+        let e = app.store().erase_conversations_before(before).await?;
+        count("conversations", e.conversations);
+        count("conversation_turns", e.turns);
+        count("bot_decisions", e.decisions);
+        count("routing_decisions", e.routes);
+        total += e.conversations + e.turns + e.decisions + e.routes;
     }
-    Ok(deleted)
+    if total > 0 {
+        tracing::info!(deleted = total, "retention: expired records deleted");
+    }
+    Ok(total)
+}
+
+fn count(kind: &'static str, n: u64) {
+    if n > 0 {
+        metrics::counter!("confidant_retention_deleted_total", "kind" => kind).increment(n);
+    }
 }
 
 pub fn spawn(app: Arc<App>) {

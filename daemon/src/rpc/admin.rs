@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use confidant_proto::v1 as pb;
+use sha2::Digest;
 use tonic::{Request, Response, Status};
 
 use super::ServiceError;
@@ -246,6 +247,46 @@ impl pb::admin_service_server::AdminService for AdminService {
             self.audit(&who, &token.tenant, "token.revoke", id, "")
                 .await?;
             Ok(pb::RevokeTokenResponse {})
+        })
+        .await
+    }
+
+    async fn erase_customer(
+        &self,
+        req: Request<pb::EraseCustomerRequest>,
+    ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
+        observed("EraseCustomer", async {
+            let who = admin(&req)?;
+            let r = req.get_ref();
+            let tenant = who.scope(&r.tenant)?.ok_or_else(|| {
+                ServiceError::invalid(
+                    "tenant",
+                    "required on the local socket (e.g. --tenant bank1)",
+                )
+            })?;
+            if r.customer_id.trim().is_empty() {
+                return Err(ServiceError::invalid("customer_id", "must not be empty"));
+            }
+            let e = self
+                .app
+                .store()
+                .erase_customer(&tenant, &r.customer_id)
+                .await?;
+            // The trail must show that an erasure happened without keeping who it was for.
+            let digest = sha2::Sha256::digest(format!("{tenant}\u{0}{}", r.customer_id));
+            let target = format!("customer-sha256:{}", &hex::encode(digest)[..16]);
+            let detail = format!(
+                "{} conversations, {} turns, {} decisions, {} routing records",
+                e.conversations, e.turns, e.decisions, e.routes
+            );
+            self.audit(&who, &tenant, "customer.erase", &target, &detail)
+                .await?;
+            Ok(pb::EraseCustomerResponse {
+                conversations: e.conversations,
+                turns: e.turns,
+                decisions: e.decisions,
+                routes: e.routes,
+            })
         })
         .await
     }

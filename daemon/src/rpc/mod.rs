@@ -3,6 +3,7 @@
 //! reflection).
 
 mod admin;
+mod bot;
 mod embeddings;
 mod intents;
 mod kb;
@@ -13,9 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use confidant_proto::v1::admin_service_server::AdminServiceServer;
+use confidant_proto::v1::bot_service_server::BotServiceServer;
 use confidant_proto::v1::embedding_service_server::EmbeddingServiceServer;
 use confidant_proto::v1::intent_service_server::IntentServiceServer;
 use confidant_proto::v1::knowledge_base_service_server::KnowledgeBaseServiceServer;
+use confidant_proto::v1::routing_service_server::RoutingServiceServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -24,6 +27,7 @@ use tonic::transport::server::Router;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 pub use admin::AdminService;
+pub use bot::{BotService, RoutingService};
 pub use embeddings::EmbeddingService;
 pub use intents::IntentService;
 pub use kb::KbService;
@@ -68,6 +72,10 @@ async fn router(
     health
         .set_serving::<IntentServiceServer<IntentService>>()
         .await;
+    health.set_serving::<BotServiceServer<BotService>>().await;
+    health
+        .set_serving::<RoutingServiceServer<RoutingService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(confidant_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -90,6 +98,15 @@ async fn router(
         ))
         .add_service(InterceptedService::new(
             IntentServiceServer::new(IntentService::new(app.clone()))
+                .max_decoding_message_size(max),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            BotServiceServer::new(BotService::new(app.clone())).max_decoding_message_size(max),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            RoutingServiceServer::new(RoutingService::new(app.clone()))
                 .max_decoding_message_size(max),
             auth.clone(),
         ))

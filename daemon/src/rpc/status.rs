@@ -4,6 +4,7 @@ use confidant_inference::InferenceError;
 use tonic::{Code, Status};
 
 use crate::auth::AuthError;
+use crate::bot::BotError;
 use crate::classify::ClassifyError;
 use crate::index::IndexError;
 use crate::kb::KbError;
@@ -26,6 +27,8 @@ pub enum ServiceError {
     Kb(#[from] KbError),
     #[error(transparent)]
     Classify(#[from] ClassifyError),
+    #[error(transparent)]
+    Bot(#[from] BotError),
 }
 
 impl ServiceError {
@@ -87,6 +90,21 @@ fn classify_code(e: &ClassifyError) -> Code {
 
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Self {
+        // A job's errors are those of the layers it called, or the caller's mistakes.
+        let e = match e {
+            ServiceError::Bot(b) => match b {
+                BotError::Invalid { field, message } => {
+                    ServiceError::InvalidArgument { field, message }
+                }
+                BotError::NotFound(what) => ServiceError::Store(StoreError::NotFound(what)),
+                BotError::Store(s) => ServiceError::Store(s),
+                BotError::Kb(k) => ServiceError::Kb(k),
+                BotError::Classify(c) => ServiceError::Classify(c),
+                BotError::Inference(i) => ServiceError::Inference(i),
+                other @ BotError::Random(_) => ServiceError::Bot(other),
+            },
+            other => other,
+        };
         // One kind of storage failure, however it travelled.
         let e = match e {
             ServiceError::Kb(KbError::Store(s)) => ServiceError::Store(s),
@@ -103,6 +121,7 @@ impl From<ServiceError> for Status {
             ServiceError::Store(s) => store_code(s),
             ServiceError::Kb(k) => kb_code(k),
             ServiceError::Classify(c) => classify_code(c),
+            ServiceError::Bot(_) => Code::Internal,
         };
         if matches!(
             e,
@@ -166,6 +185,20 @@ mod tests {
         let s: Status = ServiceError::from(ClassifyError::NotFound("routing".into())).into();
         assert_eq!(s.code(), Code::NotFound);
         assert!(s.message().contains("routing"));
+        let s: Status = ServiceError::from(BotError::Invalid {
+            field: "conversation_id".into(),
+            message: "bad".into(),
+        })
+        .into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "conversation_id: bad");
+        let s: Status = ServiceError::from(BotError::NotFound("conversation \"c\"".into())).into();
+        assert_eq!(s.code(), Code::NotFound);
+        let s: Status = ServiceError::from(BotError::Kb(KbError::Inference(
+            InferenceError::Overloaded { capacity: 1 },
+        )))
+        .into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
         let s: Status = ServiceError::from(ClassifyError::Inference(InferenceError::Overloaded {
             capacity: 1,
         }))

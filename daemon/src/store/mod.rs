@@ -3,6 +3,7 @@
 //! column types); every query is written once, with `$N` placeholders both understand.
 
 mod audit;
+mod conversations;
 mod kb;
 mod tokens;
 
@@ -14,6 +15,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
 
 pub use audit::{AuditEntry, AuditFilter};
+pub use conversations::{Conversation, Decision, Erased, Report, RouteRecord, Turn};
 pub use kb::{ArticleRow, ArticleState, Upserted};
 pub use tokens::TokenRecord;
 
@@ -52,6 +54,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "knowledge base",
         include_str!("../../migrations/sqlite/0002_kb.sql"),
     ),
+    (
+        3,
+        "conversations and routing",
+        include_str!("../../migrations/sqlite/0003_conversations.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -63,6 +70,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "knowledge base",
         include_str!("../../migrations/postgres/0002_kb.sql"),
+    ),
+    (
+        3,
+        "conversations and routing",
+        include_str!("../../migrations/postgres/0003_conversations.sql"),
     ),
 ];
 

@@ -92,3 +92,154 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
         Err(StoreError::UnsupportedUrl(_))
     ));
 }
+
+fn start(tenant: &str, id: &str, customer: &str) -> Conversation {
+    Conversation {
+        tenant: tenant.into(),
+        id: id.into(),
+        customer_id: customer.into(),
+        channel: "chat".into(),
+        lang: "en".into(),
+        ..Default::default()
+    }
+}
+
+fn decision(id: &str, conv: &str, seq: i64, outcome: &str) -> Decision {
+    Decision {
+        id: id.into(),
+        conversation_id: conv.into(),
+        seq,
+        outcome: outcome.into(),
+        article_id: if outcome == "answer" {
+            "a1".into()
+        } else {
+            String::new()
+        },
+        article_version: 1,
+        confidence: 0.75,
+        at: now_ms(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn conversations_decisions_feedback_report_and_erasure() {
+    for db in backends("conversations_decisions_feedback_report_and_erasure").await {
+        let s = &db.store;
+        let (c, seq) = s
+            .conversation_append(&start("t1", "c1", ""), "customer", "hello")
+            .await
+            .unwrap();
+        assert_eq!((c.turns, seq), (1, 1), "{}", db.name);
+        s.decision_record(&c, &decision("d1", "c1", 1, "answer"))
+            .await
+            .unwrap();
+        // The customer id learnt on a later turn is kept.
+        let (mut c, seq) = s
+            .conversation_append(&start("t1", "c1", "cust-1"), "customer", "more")
+            .await
+            .unwrap();
+        assert_eq!((c.turns, seq, c.customer_id.as_str()), (2, 2, "cust-1"));
+        c.handoff_reason = "fraud".into();
+        c.handoff_queue = "fraud".into();
+        s.decision_record(&c, &decision("d2", "c1", 2, "handoff"))
+            .await
+            .unwrap();
+        let got = s.conversation_get("t1", "c1").await.unwrap();
+        assert_eq!(got.handoff_reason, "fraud", "{}", db.name);
+        let turns = s.conversation_turns("t1", "c1").await.unwrap();
+        assert_eq!(
+            turns.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+            ["hello", "more"]
+        );
+        let ds = s.decisions("t1", "c1").await.unwrap();
+        assert_eq!(ds.len(), 2);
+        assert!((ds[0].confidence - 0.75).abs() < 1e-6, "{}", db.name);
+
+        // Feedback: unresolved counts one failure however often it is repeated.
+        let (c2, _) = s
+            .conversation_append(&start("t1", "c2", "cust-2"), "customer", "hi")
+            .await
+            .unwrap();
+        s.decision_record(&c2, &decision("d3", "c2", 1, "answer"))
+            .await
+            .unwrap();
+        let (_, c2) = s.decision_feedback("t1", "c2", "d3", false).await.unwrap();
+        assert_eq!(c2.failures, 1);
+        let (_, c2) = s.decision_feedback("t1", "c2", "d3", false).await.unwrap();
+        assert_eq!(c2.failures, 1);
+        let (d, c2) = s.decision_feedback("t1", "c2", "d3", true).await.unwrap();
+        assert_eq!((d.feedback.as_str(), c2.failures), ("resolved", 0));
+        assert!(matches!(
+            s.decision_feedback("t2", "c2", "d3", true).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.decision_feedback("t1", "c2", "d1", true).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // Routing: the first advice stays; outcomes score it.
+        let route = |contact: &str, customer: &str, queue: &str| RouteRecord {
+            contact_id: contact.into(),
+            customer_id: customer.into(),
+            queue: queue.into(),
+            priority: 20,
+            ..Default::default()
+        };
+        s.route_record("t1", &route("k1", "cust-1", "cards"))
+            .await
+            .unwrap();
+        s.route_record("t1", &route("k1", "cust-1", "other"))
+            .await
+            .unwrap();
+        s.route_record("t1", &route("k2", "cust-2", "cards"))
+            .await
+            .unwrap();
+        assert!(s.route_outcome("t1", "k1", "cards").await.unwrap());
+        assert!(!s.route_outcome("t1", "k2", "loans").await.unwrap());
+        assert!(matches!(
+            s.route_outcome("t2", "k1", "cards").await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        let r = s.report("t1", 0).await.unwrap();
+        assert_eq!(
+            (r.conversations, r.answered, r.handed_off, r.resolved),
+            (2, 2, 1, 1),
+            "{}: {r:?}",
+            db.name
+        );
+        assert_eq!(r.handoffs_by_reason, vec![("fraud".to_string(), 1)]);
+        assert_eq!((r.feedback_resolved, r.feedback_unresolved), (1, 0));
+        assert_eq!(
+            (r.routed, r.routed_with_outcome, r.routed_first_try),
+            (2, 2, 1)
+        );
+        assert_eq!(s.report("t2", 0).await.unwrap(), Report::default());
+
+        // Erasure by customer takes everything of theirs and nothing else.
+        let e = s.erase_customer("t1", "cust-1").await.unwrap();
+        assert_eq!(
+            e,
+            Erased {
+                conversations: 1,
+                turns: 2,
+                decisions: 2,
+                routes: 1
+            },
+            "{}",
+            db.name
+        );
+        assert!(s.conversation_get("t1", "c1").await.is_err());
+        assert!(s.conversation_get("t1", "c2").await.is_ok());
+        // Retention by age.
+        let e = s.erase_conversations_before(now_ms() + 1).await.unwrap();
+        assert_eq!(
+            (e.conversations, e.turns, e.decisions, e.routes),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(s.report("t1", 0).await.unwrap(), Report::default());
+        db.drop_schema().await;
+    }
+}

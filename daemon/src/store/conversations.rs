@@ -1,0 +1,593 @@
+//! Bot conversations, turns and decisions; routing advice and outcomes; the report over
+//! them; and erasure (by customer, by age). Text reaching this module is already redacted.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Conversation {
+    pub tenant: String,
+    pub id: String,
+    pub customer_id: String,
+    pub channel: String,
+    pub lang: String,
+    pub started_at: i64,
+    pub turns: i64,
+    /// Turns the bot could not answer plus answers the customer said did not help.
+    pub failures: i64,
+    /// Empty while the bot holds the conversation.
+    pub handoff_reason: String,
+    pub handoff_queue: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    pub seq: i64,
+    pub speaker: String,
+    pub text: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decision {
+    pub id: String,
+    pub conversation_id: String,
+    pub seq: i64,
+    /// "answer", "clarify", "no_match" or "handoff".
+    pub outcome: String,
+    pub reason: String,
+    pub article_id: String,
+    pub article_version: i64,
+    pub confidence: f64,
+    pub intent: String,
+    pub queue: String,
+    pub priority: i64,
+    /// "", "resolved" or "unresolved".
+    pub feedback: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteRecord {
+    pub contact_id: String,
+    pub customer_id: String,
+    pub intent: String,
+    pub risk: String,
+    pub queue: String,
+    pub priority: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    pub conversations: u64,
+    pub answered: u64,
+    pub handed_off: u64,
+    pub handoffs_by_reason: Vec<(String, u64)>,
+    pub resolved: u64,
+    pub feedback_resolved: u64,
+    pub feedback_unresolved: u64,
+    pub routed: u64,
+    pub routed_with_outcome: u64,
+    pub routed_first_try: u64,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Erased {
+    pub conversations: u64,
+    pub turns: u64,
+    pub decisions: u64,
+    pub routes: u64,
+}
+
+const CONVERSATION: &str = "tenant, id, customer_id, channel, lang, started_at, turns, failures, \
+                            handoff_reason, handoff_queue";
+const DECISION: &str = "id, conversation_id, seq, outcome, reason, article_id, article_version, \
+                        confidence, intent, queue, priority, feedback, at";
+
+fn conversation(r: &sqlx::any::AnyRow) -> Result<Conversation, sqlx::Error> {
+    Ok(Conversation {
+        tenant: r.try_get("tenant")?,
+        id: r.try_get("id")?,
+        customer_id: r.try_get("customer_id")?,
+        channel: r.try_get("channel")?,
+        lang: r.try_get("lang")?,
+        started_at: r.try_get("started_at")?,
+        turns: r.try_get("turns")?,
+        failures: r.try_get("failures")?,
+        handoff_reason: r.try_get("handoff_reason")?,
+        handoff_queue: r.try_get("handoff_queue")?,
+    })
+}
+
+fn decision(r: &sqlx::any::AnyRow) -> Result<Decision, sqlx::Error> {
+    Ok(Decision {
+        id: r.try_get("id")?,
+        conversation_id: r.try_get("conversation_id")?,
+        seq: r.try_get("seq")?,
+        outcome: r.try_get("outcome")?,
+        reason: r.try_get("reason")?,
+        article_id: r.try_get("article_id")?,
+        article_version: r.try_get("article_version")?,
+        confidence: r.try_get("confidence")?,
+        intent: r.try_get("intent")?,
+        queue: r.try_get("queue")?,
+        priority: r.try_get("priority")?,
+        feedback: r.try_get("feedback")?,
+        at: r.try_get("at")?,
+    })
+}
+
+fn count(r: &sqlx::any::AnyRow) -> Result<u64, sqlx::Error> {
+    Ok(r.try_get::<i64, _>(0)?.max(0) as u64)
+}
+
+impl Store {
+    pub async fn conversation_get(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Conversation, StoreError> {
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONVERSATION} FROM conversations WHERE tenant = $1 AND id = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("conversation {id:?}")))?;
+        Ok(conversation(&r)?)
+    }
+
+    /// Appends a turn, starting the conversation if it is new; returns the conversation as
+    /// it now stands and the turn's sequence number. One transaction.
+    pub async fn conversation_append(
+        &self,
+        start: &Conversation,
+        speaker: &str,
+        text: &str,
+    ) -> Result<(Conversation, i64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONVERSATION} FROM conversations WHERE tenant = $1 AND id = $2"
+        )))
+        .bind(&start.tenant)
+        .bind(&start.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut c = match existing {
+            Some(r) => conversation(&r)?,
+            None => {
+                sqlx::query(
+                    "INSERT INTO conversations (tenant, id, customer_id, channel, lang, started_at, \
+                     updated_at, turns, failures, handoff_reason, handoff_queue) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, '', '')",
+                )
+                .bind(&start.tenant)
+                .bind(&start.id)
+                .bind(&start.customer_id)
+                .bind(&start.channel)
+                .bind(&start.lang)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Conversation {
+                    started_at: now,
+                    turns: 0,
+                    failures: 0,
+                    handoff_reason: String::new(),
+                    handoff_queue: String::new(),
+                    ..start.clone()
+                }
+            }
+        };
+        c.turns += 1;
+        // A customer id learnt later in the conversation is kept, so erasure finds it.
+        if c.customer_id.is_empty() && !start.customer_id.is_empty() {
+            c.customer_id = start.customer_id.clone();
+        }
+        sqlx::query(
+            "UPDATE conversations SET turns = $1, updated_at = $2, customer_id = $3 \
+             WHERE tenant = $4 AND id = $5",
+        )
+        .bind(c.turns)
+        .bind(now)
+        .bind(&c.customer_id)
+        .bind(&c.tenant)
+        .bind(&c.id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO conversation_turns (tenant, conversation_id, seq, speaker, text, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&c.tenant)
+        .bind(&c.id)
+        .bind(c.turns)
+        .bind(speaker)
+        .bind(text)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((c.clone(), c.turns))
+    }
+
+    /// The conversation's turns in order.
+    pub async fn conversation_turns(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Vec<Turn>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, speaker, text, at FROM conversation_turns \
+             WHERE tenant = $1 AND conversation_id = $2 ORDER BY seq",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Turn {
+                    seq: r.try_get("seq")?,
+                    speaker: r.try_get("speaker")?,
+                    text: r.try_get("text")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Stores a decision and the conversation's new failure count and hand-off, together.
+    pub async fn decision_record(&self, c: &Conversation, d: &Decision) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO bot_decisions (tenant, {DECISION}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        )))
+        .bind(&c.tenant)
+        .bind(&d.id)
+        .bind(&d.conversation_id)
+        .bind(d.seq)
+        .bind(&d.outcome)
+        .bind(&d.reason)
+        .bind(&d.article_id)
+        .bind(d.article_version)
+        .bind(d.confidence)
+        .bind(&d.intent)
+        .bind(&d.queue)
+        .bind(d.priority)
+        .bind(&d.feedback)
+        .bind(d.at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE conversations SET failures = $1, handoff_reason = $2, handoff_queue = $3 \
+             WHERE tenant = $4 AND id = $5",
+        )
+        .bind(c.failures)
+        .bind(&c.handoff_reason)
+        .bind(&c.handoff_queue)
+        .bind(&c.tenant)
+        .bind(&c.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The conversation's decisions in order.
+    pub async fn decisions(
+        &self,
+        tenant: &str,
+        conversation_id: &str,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DECISION} FROM bot_decisions WHERE tenant = $1 AND conversation_id = $2 ORDER BY seq"
+        )))
+        .bind(tenant)
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(decision)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Records "did that solve it?" on one decision of one conversation. An answer that did
+    /// not help counts as a failure of the conversation (once, however often it is
+    /// repeated). Returns the decision and the conversation as they now stand.
+    pub async fn decision_feedback(
+        &self,
+        tenant: &str,
+        conversation_id: &str,
+        decision_id: &str,
+        resolved: bool,
+    ) -> Result<(Decision, Conversation), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let c = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONVERSATION} FROM conversations WHERE tenant = $1 AND id = $2"
+        )))
+        .bind(tenant)
+        .bind(conversation_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("conversation {conversation_id:?}")))?;
+        let mut c = conversation(&c)?;
+        let d = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DECISION} FROM bot_decisions WHERE tenant = $1 AND id = $2 AND conversation_id = $3"
+        )))
+        .bind(tenant)
+        .bind(decision_id)
+        .bind(conversation_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "decision {decision_id:?} in conversation {conversation_id:?}"
+            ))
+        })?;
+        let mut d = decision(&d)?;
+        let feedback = if resolved { "resolved" } else { "unresolved" };
+        if !resolved && d.feedback != "unresolved" {
+            c.failures += 1;
+        } else if resolved && d.feedback == "unresolved" {
+            c.failures = (c.failures - 1).max(0);
+        }
+        d.feedback = feedback.to_string();
+        sqlx::query("UPDATE bot_decisions SET feedback = $1 WHERE tenant = $2 AND id = $3")
+            .bind(feedback)
+            .bind(tenant)
+            .bind(decision_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE conversations SET failures = $1, updated_at = $2 WHERE tenant = $3 AND id = $4",
+        )
+        .bind(c.failures)
+        .bind(now_ms())
+        .bind(tenant)
+        .bind(conversation_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((d, c))
+    }
+
+    /// Marks the conversation handed off (after feedback pushed it over the failure limit).
+    pub async fn conversation_hand_off(
+        &self,
+        tenant: &str,
+        id: &str,
+        reason: &str,
+        queue: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE conversations SET handoff_reason = $1, handoff_queue = $2 WHERE tenant = $3 AND id = $4",
+        )
+        .bind(reason)
+        .bind(queue)
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Routing advice for a contact. A contact routed again keeps its first advice: that
+    /// is what first-try accuracy measures.
+    pub async fn route_record(&self, tenant: &str, r: &RouteRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO routing_decisions (tenant, contact_id, customer_id, intent, risk, queue, \
+             priority, handled_queue, at) VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8) \
+             ON CONFLICT (tenant, contact_id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(&r.contact_id)
+        .bind(&r.customer_id)
+        .bind(&r.intent)
+        .bind(&r.risk)
+        .bind(&r.queue)
+        .bind(r.priority)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Where a routed contact was finally handled; returns whether the advice was right.
+    pub async fn route_outcome(
+        &self,
+        tenant: &str,
+        contact_id: &str,
+        handled_queue: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "SELECT queue FROM routing_decisions WHERE tenant = $1 AND contact_id = $2",
+        )
+        .bind(tenant)
+        .bind(contact_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("contact {contact_id:?}")))?;
+        let advised: String = r.try_get("queue")?;
+        sqlx::query(
+            "UPDATE routing_decisions SET handled_queue = $1, outcome_at = $2 WHERE tenant = $3 AND contact_id = $4",
+        )
+        .bind(handled_queue)
+        .bind(now_ms())
+        .bind(tenant)
+        .bind(contact_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(advised == handled_queue)
+    }
+
+    pub async fn report(&self, tenant: &str, since_ms: i64) -> Result<Report, StoreError> {
+        let one = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(tenant.to_string())
+                .bind(since_ms)
+                .fetch_one(&self.pool)
+        };
+        let conversations = count(
+            &one("SELECT COUNT(*) FROM conversations WHERE tenant = $1 AND started_at >= $2")
+                .await?,
+        )?;
+        let handed_off = count(
+            &one("SELECT COUNT(*) FROM conversations WHERE tenant = $1 AND started_at >= $2 AND handoff_reason <> ''")
+                .await?,
+        )?;
+        let answered = count(
+            &one(
+                "SELECT COUNT(DISTINCT c.id) FROM conversations c JOIN bot_decisions d \
+                  ON d.tenant = c.tenant AND d.conversation_id = c.id \
+                  WHERE c.tenant = $1 AND c.started_at >= $2 AND d.outcome = 'answer'",
+            )
+            .await?,
+        )?;
+        let resolved = count(
+            &one(
+                "SELECT COUNT(DISTINCT c.id) FROM conversations c JOIN bot_decisions d \
+                  ON d.tenant = c.tenant AND d.conversation_id = c.id \
+                  WHERE c.tenant = $1 AND c.started_at >= $2 AND d.feedback = 'resolved' \
+                  AND c.handoff_reason = ''",
+            )
+            .await?,
+        )?;
+        let feedback = one(
+            "SELECT COUNT(CASE WHEN d.feedback = 'resolved' THEN 1 END), \
+             COUNT(CASE WHEN d.feedback = 'unresolved' THEN 1 END) \
+             FROM bot_decisions d JOIN conversations c ON d.tenant = c.tenant AND d.conversation_id = c.id \
+             WHERE c.tenant = $1 AND c.started_at >= $2",
+        )
+        .await?;
+        let routing = one("SELECT COUNT(*), COUNT(outcome_at), \
+             COUNT(CASE WHEN outcome_at IS NOT NULL AND handled_queue = queue THEN 1 END) \
+             FROM routing_decisions WHERE tenant = $1 AND at >= $2")
+        .await?;
+        let reasons = sqlx::query(
+            "SELECT handoff_reason, COUNT(*) FROM conversations WHERE tenant = $1 AND started_at >= $2 \
+             AND handoff_reason <> '' GROUP BY handoff_reason ORDER BY handoff_reason",
+        )
+        .bind(tenant)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let get = |r: &sqlx::any::AnyRow, i: usize| -> Result<u64, sqlx::Error> {
+            Ok(r.try_get::<i64, _>(i)?.max(0) as u64)
+        };
+        Ok(Report {
+            conversations,
+            answered,
+            handed_off,
+            handoffs_by_reason: reasons
+                .iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, get(r, 1)?)))
+                .collect::<Result<_, sqlx::Error>>()?,
+            resolved,
+            feedback_resolved: get(&feedback, 0)?,
+            feedback_unresolved: get(&feedback, 1)?,
+            routed: get(&routing, 0)?,
+            routed_with_outcome: get(&routing, 1)?,
+            routed_first_try: get(&routing, 2)?,
+        })
+    }
+
+    /// Erases everything held about one customer of one tenant: conversations with their
+    /// turns and decisions, and routing records. One transaction.
+    pub async fn erase_customer(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+    ) -> Result<Erased, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let of_customer = "(SELECT id FROM conversations WHERE tenant = $1 AND customer_id = $2)";
+        let turns = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM conversation_turns WHERE tenant = $1 AND conversation_id IN {of_customer}"
+        )))
+        .bind(tenant)
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let decisions = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM bot_decisions WHERE tenant = $1 AND conversation_id IN {of_customer}"
+        )))
+        .bind(tenant)
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let conversations =
+            sqlx::query("DELETE FROM conversations WHERE tenant = $1 AND customer_id = $2")
+                .bind(tenant)
+                .bind(customer_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let routes =
+            sqlx::query("DELETE FROM routing_decisions WHERE tenant = $1 AND customer_id = $2")
+                .bind(tenant)
+                .bind(customer_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(Erased {
+            conversations,
+            turns,
+            decisions,
+            routes,
+        })
+    }
+
+    /// Erases conversations (with turns and decisions) last active before `before_ms`, and
+    /// routing records made before it.
+    pub async fn erase_conversations_before(&self, before_ms: i64) -> Result<Erased, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Children first, matched on both key columns with EXISTS (portable to both
+        // databases, unlike row-value IN).
+        let turns = sqlx::query(
+            "DELETE FROM conversation_turns WHERE EXISTS (SELECT 1 FROM conversations c \
+             WHERE c.tenant = conversation_turns.tenant AND c.id = conversation_turns.conversation_id \
+             AND c.updated_at < $1)",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let decisions = sqlx::query(
+            "DELETE FROM bot_decisions WHERE EXISTS (SELECT 1 FROM conversations c \
+             WHERE c.tenant = bot_decisions.tenant AND c.id = bot_decisions.conversation_id \
+             AND c.updated_at < $1)",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let conversations = sqlx::query("DELETE FROM conversations WHERE updated_at < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let routes = sqlx::query("DELETE FROM routing_decisions WHERE at < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Erased {
+            conversations,
+            turns,
+            decisions,
+            routes,
+        })
+    }
+}

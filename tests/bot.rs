@@ -1,0 +1,829 @@
+//! End-to-end tests of the bot and routing jobs through a real confidantd over gRPC and
+//! through confidantctl: curated answers, choices, the escape hatch, human-only risk
+//! categories, repeated failure, follow-ups, feedback and the report, type-ahead, routing
+//! with first-try accuracy, redaction of what is stored, and erasure by customer.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{Daemon, model_dir, with_token};
+use confidant_proto::v1 as pb;
+use pb::admin_service_client::AdminServiceClient;
+use pb::bot_service_client::BotServiceClient;
+use pb::knowledge_base_service_client::KnowledgeBaseServiceClient;
+use pb::routing_service_client::RoutingServiceClient;
+use sqlx::Row;
+use tonic::Code;
+
+fn ctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_confidantctl"))
+        .args(args)
+        .env_remove("CONFIDANT_ADDR")
+        .env_remove("CONFIDANT_TENANT")
+        .output()
+        .expect("run confidantctl")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn repo(p: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(p)
+        .display()
+        .to_string()
+}
+
+/// A daemon with the demo knowledge base, two deliberately close articles (for choices),
+/// and the demo intent classifier trained through it and loaded.
+async fn demo_daemon(model: &Path) -> Daemon {
+    let d = Daemon::start(
+        model,
+        "[routing.queues]\nlost_card = \"cards\"\nbalance = \"accounts\"\ntransfer = \"payments\"\n",
+    )
+    .await;
+    let addr = format!("unix:{}", d.socket().display());
+    ok(&ctl(&[
+        "--addr",
+        &addr,
+        "kb",
+        "--tenant",
+        "t1",
+        "import",
+        &repo("packaging/demo-kb/bank-faq.jsonl"),
+    ]));
+    let mut kb = KnowledgeBaseServiceClient::new(d.channel().await);
+    let close = |id: &str, kind: &str| pb::Article {
+        id: id.into(),
+        title: format!("Closing a {kind} account"),
+        // Both answer the same question, as products' articles often do.
+        questions: vec![
+            "How do I close my account?".into(),
+            format!("How do I close my {kind} account?"),
+        ],
+        answer: format!("To close a {kind} account, visit a branch with your ID."),
+        lang: "en".into(),
+        ..Default::default()
+    };
+    kb.upsert_articles(with_token(
+        pb::UpsertArticlesRequest {
+            tenant: String::new(),
+            articles: vec![
+                close("close-savings", "savings"),
+                close("close-current", "current"),
+            ],
+            dry_run: false,
+        },
+        &d.token,
+    ))
+    .await
+    .unwrap();
+    ok(&ctl(&[
+        "--addr",
+        &addr,
+        "intents",
+        "train",
+        "--data",
+        &repo("packaging/demo-intents/bank-intents.csv"),
+        "--out",
+        &d.dir
+            .path()
+            .join("classifiers/intent")
+            .display()
+            .to_string(),
+        "--text-column",
+        "utterance",
+        "--label-column",
+        "intent",
+        "--min-examples",
+        "3",
+    ]));
+    ok(&ctl(&["--addr", &addr, "models", "reload"]));
+    d
+}
+
+async fn answer(
+    d: &Daemon,
+    conversation: &str,
+    text: &str,
+    customer: Option<pb::CustomerAttributes>,
+) -> Result<pb::AnswerResponse, tonic::Status> {
+    let mut c = BotServiceClient::new(d.channel().await);
+    c.answer(with_token(
+        pb::AnswerRequest {
+            conversation_id: conversation.into(),
+            text: text.into(),
+            customer,
+            ..Default::default()
+        },
+        &d.token,
+    ))
+    .await
+    .map(|r| r.into_inner())
+}
+
+fn outcome(r: &pb::AnswerResponse) -> pb::Outcome {
+    pb::Outcome::try_from(r.outcome).unwrap()
+}
+
+fn reason(r: &pb::AnswerResponse) -> String {
+    r.handoff
+        .as_ref()
+        .map(|h| h.reason.clone())
+        .unwrap_or_default()
+}
+
+async fn db(d: &Daemon) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&common::storage_url(d.dir.path()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_bot_answers_offers_choices_hands_off_and_reports() {
+    let Some(model) = model_dir() else { return };
+    let d = demo_daemon(&model).await;
+
+    // A curated answer, verbatim from the article, with its version and why.
+    let r = answer(&d, "c-pin", "How can I reset my PIN?", None)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&r), pb::Outcome::Answer, "{r:?}");
+    let a = r.answer.clone().unwrap();
+    assert_eq!(a.article_id, "pin-reset");
+    assert_eq!(a.article_version, 1);
+    assert!(a.text.starts_with("Choose a new PIN"), "{}", a.text);
+    assert!(a.confidence >= 0.6, "{a:?}");
+    assert_eq!(r.lang, "en");
+    assert!(r.explanation.contains("pin-reset"), "{}", r.explanation);
+
+    // Two close articles: "did you mean…", then the customer's pick is answered.
+    let r = answer(&d, "c-close", "How can I close my account?", None)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&r), pb::Outcome::Clarify, "{r:?}");
+    let ids: Vec<&str> = r.choices.iter().map(|c| c.article_id.as_str()).collect();
+    assert!(
+        ids.contains(&"close-savings") && ids.contains(&"close-current"),
+        "{ids:?}"
+    );
+    let mut c = BotServiceClient::new(d.channel().await);
+    let picked = c
+        .answer(with_token(
+            pb::AnswerRequest {
+                conversation_id: "c-close".into(),
+                text: "the savings one".into(),
+                selected_article_id: "close-savings".into(),
+                ..Default::default()
+            },
+            &d.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&picked), pb::Outcome::Answer);
+    assert_eq!(picked.answer.unwrap().article_id, "close-savings");
+
+    // The escape hatch, in English and Chinese, wins even over a good match.
+    for (conv, text) in [
+        (
+            "c-esc-en",
+            "How do I reset my PIN? Actually let me talk to a real person",
+        ),
+        ("c-esc-zh", "转人工"),
+    ] {
+        let r = answer(&d, conv, text, None).await.unwrap();
+        assert_eq!(outcome(&r), pb::Outcome::Handoff, "{text}: {r:?}");
+        assert_eq!(reason(&r), "customer_request", "{text}");
+        assert!(r.answer.is_none());
+    }
+
+    // Human-only risk categories hand off at once, to their queue, with high priority.
+    for (text, risk, queue) in [
+        (
+            "Someone used my card and I think it is fraud",
+            "fraud",
+            "fraud",
+        ),
+        ("我的信用卡被盗刷了", "fraud", "fraud"),
+        (
+            "I want to make a formal complaint",
+            "complaint",
+            "complaints",
+        ),
+        ("I want to kill myself", "self_harm", "crisis"),
+    ] {
+        let r = answer(
+            &d,
+            &format!("c-risk-{}", text.len()),
+            text,
+            Some(pb::CustomerAttributes {
+                tier: "gold".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome(&r), pb::Outcome::Handoff, "{text}: {r:?}");
+        let h = r.handoff.unwrap();
+        assert_eq!(
+            (h.reason.as_str(), h.queue.as_str()),
+            (risk, queue),
+            "{text}"
+        );
+        let names: Vec<&str> = h.factors.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["base", "risk", "tier"], "{text}");
+        assert_eq!(
+            h.priority as i32,
+            h.factors.iter().map(|f| f.points).sum::<i32>().min(100),
+            "priority is the sum of its factors"
+        );
+    }
+
+    // Repeated failure: the second turn the bot cannot answer hands off; after that the
+    // conversation stays with the human (no bot loop).
+    let r = answer(&d, "c-fail", "purple elephants dancing on the moon", None)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&r), pb::Outcome::NoMatch, "{r:?}");
+    let r = answer(&d, "c-fail", "zebra quantum origami festival", None)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&r), pb::Outcome::Handoff, "{r:?}");
+    assert_eq!(reason(&r), "repeated_failure");
+    let r = answer(&d, "c-fail", "How can I reset my PIN?", None)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&r), pb::Outcome::Handoff);
+    assert_eq!(reason(&r), "handed_off");
+
+    // Feedback: a solved answer counts toward the automated resolution rate; two answers
+    // that did not help hand the conversation off.
+    let r = answer(&d, "c-pin", "thanks", None).await;
+    assert!(r.is_ok());
+    let first = answer(&d, "c-good", "How long does a transfer take?", None)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&first), pb::Outcome::Answer, "{first:?}");
+    let fb = c
+        .feedback(with_token(
+            pb::FeedbackRequest {
+                conversation_id: "c-good".into(),
+                decision_id: first.decision_id.clone(),
+                resolved: true,
+                ..Default::default()
+            },
+            &d.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(fb.handoff.is_none());
+    let mut last = None;
+    for text in [
+        "Where can I find my statement?",
+        "Why was my card declined?",
+    ] {
+        let r = answer(&d, "c-bad", text, None).await.unwrap();
+        assert_eq!(outcome(&r), pb::Outcome::Answer, "{text}: {r:?}");
+        last = Some(
+            c.feedback(with_token(
+                pb::FeedbackRequest {
+                    conversation_id: "c-bad".into(),
+                    decision_id: r.decision_id,
+                    resolved: false,
+                    ..Default::default()
+                },
+                &d.token,
+            ))
+            .await
+            .unwrap()
+            .into_inner(),
+        );
+    }
+    let h = last
+        .unwrap()
+        .handoff
+        .expect("the second unhelpful answer hands off");
+    assert_eq!(h.reason, "repeated_failure");
+
+    // Feedback on what does not exist is NOT_FOUND, naming it.
+    let err = c
+        .feedback(with_token(
+            pb::FeedbackRequest {
+                conversation_id: "nope".into(),
+                decision_id: "x".into(),
+                resolved: true,
+                ..Default::default()
+            },
+            &d.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        err.message().contains("conversation \"nope\""),
+        "{}",
+        err.message()
+    );
+
+    // The report counts it all.
+    let rep = c
+        .report(with_token(pb::ReportRequest::default(), &d.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rep.resolved, 1, "{rep:?}");
+    assert_eq!(rep.feedback_resolved, 1);
+    assert_eq!(rep.feedback_unresolved, 2);
+    let by: std::collections::BTreeMap<String, u64> = rep
+        .handoffs_by_reason
+        .iter()
+        .map(|c| (c.name.clone(), c.count))
+        .collect();
+    assert_eq!(by.get("customer_request"), Some(&2), "{by:?}");
+    assert_eq!(by.get("fraud"), Some(&2), "{by:?}");
+    assert_eq!(by.get("repeated_failure"), Some(&2), "{by:?}");
+    assert_eq!(rep.handed_off, by.values().sum::<u64>());
+    assert!(
+        (rep.automated_resolution_rate - 1.0 / rep.conversations as f64).abs() < 1e-9,
+        "{rep:?}"
+    );
+
+    // The counters are in Prometheus.
+    let m = d.metrics();
+    assert!(
+        m.contains("confidant_bot_decisions_total{outcome=\"answer\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("confidant_bot_handoffs_total{reason=\"fraud\"} 2"),
+        "{m}"
+    );
+    assert!(m.contains("confidant_bot_resolutions_total 1"), "{m}");
+}
+
+#[tokio::test]
+async fn follow_ups_chinese_and_bad_input() {
+    let Some(model) = model_dir() else { return };
+    let d = demo_daemon(&model).await;
+
+    // A short follow-up is read with the previous turn.
+    let r = answer(&d, "c-f", "What are the SWIFT fees?", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.answer.as_ref().map(|a| a.article_id.as_str()),
+        Some("transfer-fees")
+    );
+    let r = answer(&d, "c-f", "and for SEPA?", None).await.unwrap();
+    assert!(r.used_context, "{r:?}");
+    assert_eq!(
+        r.answer.as_ref().map(|a| a.article_id.as_str()),
+        Some("transfer-fees"),
+        "{r:?}"
+    );
+
+    // Chinese is detected from the script and answered from the Chinese articles.
+    let r = answer(&d, "c-zh", "我忘记了密码", None).await.unwrap();
+    assert_eq!(r.lang, "zh");
+    assert_eq!(outcome(&r), pb::Outcome::Answer, "{r:?}");
+    assert_eq!(r.answer.unwrap().article_id, "pin-reset-zh");
+
+    // Bad input names the field; nothing is stored for it.
+    let mut c = BotServiceClient::new(d.channel().await);
+    for (req, field) in [
+        (
+            pb::AnswerRequest {
+                conversation_id: "c-x".into(),
+                text: "   ".into(),
+                ..Default::default()
+            },
+            "text",
+        ),
+        (
+            pb::AnswerRequest {
+                conversation_id: "has spaces".into(),
+                text: "hello".into(),
+                ..Default::default()
+            },
+            "conversation_id",
+        ),
+        (
+            pb::AnswerRequest {
+                conversation_id: "c-x".into(),
+                text: "hello".into(),
+                lang: "fr".into(),
+                ..Default::default()
+            },
+            "lang",
+        ),
+        (
+            pb::AnswerRequest {
+                conversation_id: "c-x".into(),
+                text: "hello".into(),
+                selected_article_id: "no-such-article".into(),
+                ..Default::default()
+            },
+            "no-such-article",
+        ),
+    ] {
+        let err = c.answer(with_token(req, &d.token)).await.unwrap_err();
+        assert!(
+            matches!(err.code(), Code::InvalidArgument | Code::NotFound),
+            "{err:?}"
+        );
+        assert!(err.message().contains(field), "{field}: {}", err.message());
+    }
+    let pool = db(&d).await;
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM conversations WHERE id = 'has spaces'")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+
+    // Roles and tenants: a qa-only token may not answer; another tenant's conversation
+    // does not exist for this one.
+    let qa = d.create_token(&["qa"], "t1").await;
+    let err = c
+        .answer(with_token(
+            pb::AnswerRequest {
+                conversation_id: "c-q".into(),
+                text: "hello".into(),
+                ..Default::default()
+            },
+            &qa,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let other = d.create_token(&["bot"], "t2").await;
+    let err = c
+        .feedback(with_token(
+            pb::FeedbackRequest {
+                conversation_id: "c-f".into(),
+                decision_id: r.decision_id.clone(),
+                resolved: true,
+                ..Default::default()
+            },
+            &other,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn stored_turns_are_redacted_and_a_customer_can_be_erased() {
+    let Some(model) = model_dir() else { return };
+    let d = demo_daemon(&model).await;
+    let who = |id: &str| {
+        Some(pb::CustomerAttributes {
+            customer_id: id.into(),
+            ..Default::default()
+        })
+    };
+    answer(
+        &d,
+        "c-r1",
+        "my card 4111 1111 1111 1111 was declined, mail me at a.b@example.com",
+        who("cust-42"),
+    )
+    .await
+    .unwrap();
+    answer(&d, "c-r2", "How do I reset my PIN?", who("cust-42"))
+        .await
+        .unwrap();
+    answer(&d, "c-r3", "How do I reset my PIN?", who("cust-7"))
+        .await
+        .unwrap();
+    let mut r = RoutingServiceClient::new(d.channel().await);
+    r.route(with_token(
+        pb::RouteRequest {
+            contact_id: "k-42".into(),
+            text: "I lost my card".into(),
+            customer: who("cust-42"),
+            ..Default::default()
+        },
+        &d.token,
+    ))
+    .await
+    .unwrap();
+
+    let pool = db(&d).await;
+    let texts: Vec<String> = sqlx::query("SELECT text FROM conversation_turns")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+    let all = texts.join("\n");
+    assert!(all.contains("[CARD]") && all.contains("[EMAIL]"), "{all}");
+    assert!(
+        !all.contains("4111") && !all.contains("example.com"),
+        "{all}"
+    );
+    assert!(
+        !d.log_text().contains("4111"),
+        "customer text reached the log"
+    );
+
+    // Erasure through the CLI (the local operator), audited without the id itself.
+    let addr = format!("unix:{}", d.socket().display());
+    let out = ok(&ctl(&[
+        "--addr",
+        &addr,
+        "--json",
+        "purge",
+        "--tenant",
+        "t1",
+        "--customer",
+        "cust-42",
+    ]));
+    let erased: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(erased["conversations"], 2, "{erased}");
+    assert_eq!(erased["turns"], 2);
+    assert_eq!(erased["decisions"], 2);
+    assert_eq!(erased["routes"], 1);
+    for (table, column) in [
+        ("conversations", "customer_id"),
+        ("routing_decisions", "customer_id"),
+    ] {
+        let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE {column} = 'cust-42'"
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+        assert_eq!(n, 0, "{table}");
+    }
+    let n: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM conversation_turns WHERE conversation_id IN ('c-r1', 'c-r2')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(n, 0);
+    let kept: i64 = sqlx::query("SELECT COUNT(*) FROM conversations WHERE customer_id = 'cust-7'")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1, "another customer's data stays");
+    let mut admin = AdminServiceClient::new(d.channel().await);
+    let audit = admin
+        .list_audit(with_token(pb::ListAuditRequest::default(), &d.token))
+        .await
+        .unwrap()
+        .into_inner();
+    let rec = audit
+        .records
+        .iter()
+        .find(|r| r.action == "customer.erase")
+        .expect("the erasure is audited");
+    assert!(rec.target.starts_with("customer-sha256:"), "{rec:?}");
+    assert!(!rec.target.contains("cust-42") && !rec.detail.contains("cust-42"));
+}
+
+#[tokio::test]
+async fn routing_type_ahead_and_the_cli() {
+    let Some(model) = model_dir() else { return };
+    let d = demo_daemon(&model).await;
+    let mut r = RoutingServiceClient::new(d.channel().await);
+    let route = |contact: &str, text: &str, tier: &str, waited: u32| pb::RouteRequest {
+        contact_id: contact.into(),
+        text: text.into(),
+        customer: Some(pb::CustomerAttributes {
+            tier: tier.into(),
+            waited_seconds: waited,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let a = r
+        .route(with_token(
+            route("k1", "I can't find my debit card", "gold", 300),
+            &d.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.intent.as_ref().unwrap().label, "lost_card", "{a:?}");
+    assert_eq!(a.queue, "cards", "{a:?}");
+    assert!(a.queue_reason.contains("lost_card"), "{}", a.queue_reason);
+    // base 20 + gold 15 + 5 minutes × 2.
+    assert_eq!(a.priority, 45, "{a:?}");
+    let b = r
+        .route(with_token(
+            route("k2", "my card was stolen yesterday", "", 0),
+            &d.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (b.risk.as_str(), b.queue.as_str()),
+        ("fraud", "fraud"),
+        "{b:?}"
+    );
+    assert_eq!(b.priority, 60);
+    let c = r
+        .route(with_token(
+            route("k3", "what is my account balance", "", 0),
+            &d.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.queue, "accounts", "{c:?}");
+
+    // First-try accuracy: two handled where advised, one re-routed.
+    for (contact, handled, first) in [
+        ("k1", "cards", true),
+        ("k2", "fraud", true),
+        ("k3", "lending", false),
+    ] {
+        let o = r
+            .route_outcome(with_token(
+                pb::RouteOutcomeRequest {
+                    contact_id: contact.into(),
+                    handled_queue: handled.into(),
+                    ..Default::default()
+                },
+                &d.token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(o.first_try, first, "{contact}");
+    }
+    let err = r
+        .route_outcome(with_token(
+            pb::RouteOutcomeRequest {
+                contact_id: "k-unknown".into(),
+                handled_queue: "cards".into(),
+                ..Default::default()
+            },
+            &d.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Type-ahead: prefixes, words in any order, Chinese, language filter, limits.
+    let mut bot = BotServiceClient::new(d.channel().await);
+    let suggest = |prefix: &str, lang: &str| pb::SuggestRequest {
+        prefix: prefix.into(),
+        lang: lang.into(),
+        ..Default::default()
+    };
+    let s = bot
+        .suggest(with_token(suggest("how do i res", ""), &d.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        s.suggestions.first().map(|x| x.article_id.as_str()),
+        Some("pin-reset"),
+        "{s:?}"
+    );
+    assert_eq!(s.suggestions[0].question, "How do I reset my PIN?");
+    let s = bot
+        .suggest(with_token(suggest("statement dow", ""), &d.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        s.suggestions.first().map(|x| x.article_id.as_str()),
+        Some("statement"),
+        "{s:?}"
+    );
+    let s = bot
+        .suggest(with_token(suggest("银行卡", "zh"), &d.token))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = s
+        .suggestions
+        .iter()
+        .map(|x| x.article_id.as_str())
+        .collect();
+    assert!(
+        ids.contains(&"card-lost-zh") && ids.contains(&"pin-reset-zh"),
+        "{ids:?}"
+    );
+    assert!(ids.iter().all(|i| i.ends_with("-zh")), "{ids:?}");
+    // A new article shows up at once.
+    let mut kb = KnowledgeBaseServiceClient::new(d.channel().await);
+    kb.upsert_articles(with_token(
+        pb::UpsertArticlesRequest {
+            articles: vec![pb::Article {
+                id: "travel".into(),
+                title: "Using your card abroad".into(),
+                questions: vec!["Can I use my card abroad?".into()],
+                answer: "Yes, in every country that accepts Visa.".into(),
+                lang: "en".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        &d.token,
+    ))
+    .await
+    .unwrap();
+    let s = bot
+        .suggest(with_token(suggest("can i use", ""), &d.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        s.suggestions.first().map(|x| x.article_id.as_str()),
+        Some("travel"),
+        "{s:?}"
+    );
+    let err = bot
+        .suggest(with_token(
+            pb::SuggestRequest {
+                prefix: "how".into(),
+                limit: 500,
+                ..Default::default()
+            },
+            &d.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("limit"));
+
+    // The same jobs from the CLI, over the local socket.
+    let addr = format!("unix:{}", d.socket().display());
+    let out = ok(&ctl(&[
+        "--addr",
+        &addr,
+        "--json",
+        "bot",
+        "--tenant",
+        "t1",
+        "answer",
+        "--conversation",
+        "cli-1",
+        "How do I reset my PIN?",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["outcome"], "answer", "{v}");
+    assert_eq!(v["answer"]["article_id"], "pin-reset");
+    let out = ok(&ctl(&[
+        "--addr",
+        &addr,
+        "bot",
+        "--tenant",
+        "t1",
+        "feedback",
+        "--conversation",
+        "cli-1",
+        "--decision",
+        v["decision_id"].as_str().unwrap(),
+        "--resolved",
+    ]));
+    assert!(out.contains("recorded"), "{out}");
+    let out = ok(&ctl(&[
+        "--addr",
+        &addr,
+        "--json",
+        "route",
+        "--tenant",
+        "t1",
+        "advise",
+        "--contact",
+        "cli-k",
+        "--tier",
+        "private",
+        "I lost my card",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["queue"], "cards", "{v}");
+    let out = ok(&ctl(&["--addr", &addr, "report", "--tenant", "t1"]));
+    assert!(out.contains("automated resolution rate (ROAR)"), "{out}");
+    assert!(out.contains("66.7% (2 of 3)"), "first-try accuracy: {out}");
+    let out = ok(&ctl(&[
+        "--addr", &addr, "bot", "--tenant", "t1", "suggest", "how do i",
+    ]));
+    assert!(out.contains("How do I reset my PIN?"), "{out}");
+}

@@ -449,7 +449,7 @@ async fn follow_ups_chinese_and_bad_input() {
         assert!(err.message().contains(field), "{field}: {}", err.message());
     }
     let pool = db(&d).await;
-    let n: i64 = sqlx::query("SELECT COUNT(*) FROM conversations WHERE id = 'has spaces'")
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM conversations WHERE id IN ('has spaces', 'c-x')")
         .fetch_one(&pool)
         .await
         .unwrap()

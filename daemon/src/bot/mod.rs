@@ -365,6 +365,22 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
         .rev()
         .find(|t| t.speaker == "customer")
         .map(|t| t.text);
+    // A pick that cannot be answered is refused before anything is stored.
+    let selected = if input.selected_article_id.is_empty() {
+        None
+    } else {
+        let a = app
+            .kb()
+            .get(&input.tenant, &input.selected_article_id)
+            .await?;
+        if a.status != "published" {
+            return Err(BotError::NotFound(format!(
+                "article {:?}",
+                input.selected_article_id
+            )));
+        }
+        Some(a)
+    };
     let start = Conversation {
         tenant: input.tenant.clone(),
         id: input.conversation_id.clone(),
@@ -372,6 +388,22 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
         channel: input.channel.clone(),
         lang: lang.clone(),
         ..Default::default()
+    };
+    // The model runs before anything is written: under overload the call is refused
+    // (RESOURCE_EXHAUSTED) at no storage cost and leaves no half-recorded turn. A turn the
+    // rules settle without the model (a handed-off conversation, the escape hatch) skips it.
+    let held = match store
+        .conversation_get(&input.tenant, &input.conversation_id)
+        .await
+    {
+        Ok(c) => !c.handoff_reason.is_empty(),
+        Err(StoreError::NotFound(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    let vector = if held || bot.wants_person(&input.text) {
+        Vec::new()
+    } else {
+        embed(app, &input.text).await?
     };
     let redacted = policies.redactor.redact(&input.text);
     let (mut conv, seq) = store
@@ -419,7 +451,6 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
             ));
             return Ok(());
         }
-        let vector = embed(app, &input.text).await?;
         out.intent = intent(app, &bot.intent_classifier, &vector)?;
         let label = out
             .intent
@@ -446,17 +477,7 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
             ));
             return Ok(());
         }
-        if !input.selected_article_id.is_empty() {
-            let a = app
-                .kb()
-                .get(&input.tenant, &input.selected_article_id)
-                .await?;
-            if a.status != "published" {
-                return Err(BotError::NotFound(format!(
-                    "article {:?}",
-                    input.selected_article_id
-                )));
-            }
+        if let Some(a) = &selected {
             out.outcome = Outcome::Answer;
             out.explanation = format!("the customer chose article {}", a.id);
             out.answer = Some(Curated {

@@ -148,7 +148,7 @@ impl Store {
         speaker: &str,
         text: &str,
     ) -> Result<(Conversation, i64), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = now_ms();
         let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CONVERSATION} FROM conversations WHERE tenant = $1 AND id = $2"
@@ -245,7 +245,7 @@ impl Store {
 
     /// Stores a decision and the conversation's new failure count and hand-off, together.
     pub async fn decision_record(&self, c: &Conversation, d: &Decision) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO bot_decisions (tenant, {DECISION}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
@@ -310,7 +310,7 @@ impl Store {
         decision_id: &str,
         resolved: bool,
     ) -> Result<(Decision, Conversation), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let c = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CONVERSATION} FROM conversations WHERE tenant = $1 AND id = $2"
         )))
@@ -507,7 +507,7 @@ impl Store {
         tenant: &str,
         customer_id: &str,
     ) -> Result<Erased, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let of_customer = "(SELECT id FROM conversations WHERE tenant = $1 AND customer_id = $2)";
         let turns = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM conversation_turns WHERE tenant = $1 AND conversation_id IN {of_customer}"
@@ -551,7 +551,7 @@ impl Store {
     /// Erases conversations (with turns and decisions) last active before `before_ms`, and
     /// routing records made before it.
     pub async fn erase_conversations_before(&self, before_ms: i64) -> Result<Erased, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         // Children first, matched on both key columns with EXISTS (portable to both
         // databases, unlike row-value IN).
         let turns = sqlx::query(

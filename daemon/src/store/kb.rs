@@ -82,7 +82,7 @@ impl Store {
         tenant: &str,
         articles: &[ArticleRow],
     ) -> Result<Vec<Upserted>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = now_ms();
         let mut out = Vec::with_capacity(articles.len());
         for a in articles {

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The bot's answer policy measured through the real daemon: on the COVID-QA FAQ (213
+# articles), how many in-domain paraphrases (244) get the right curated answer, a wrong
+# one, choices or a hand-off, and how many out-of-domain questions (every 30th BANKING77
+# utterance, 334 bank questions a COVID FAQ cannot answer) wrongly get an answer, for a
+# few values of bot.min_score (each a daemon restart on the same database and index).
+#
+#   benches/bot_eval/run.sh                    # MIN_SCORES="0.5 0.6 0.7 0.8"
+#
+# Needs ../shared/data and the default model (models/install-default).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+cargo build --locked --bins >&2
+models/install-default >/dev/null
+work="$(mktemp -d)"
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+python3 benches/kb_eval/prepare.py --out "$work/data" --medquad-stride 1000000 >/dev/null
+python3 - "$work/data" <<'PY'
+import csv, json, os, sys
+out = sys.argv[1]
+rows = list(csv.DictReader(open("../shared/data/banking77/train.csv", encoding="utf-8")))
+with open(os.path.join(out, "ood.jsonl"), "w", encoding="utf-8") as f:
+    for r in rows[::30]:
+        f.write(json.dumps({"query": r["text"].strip(), "expected": []}) + "\n")
+PY
+cat > "$work/confidantd.toml" <<TOML
+[server]
+listen = "127.0.0.1:0"
+unix_socket = "$work/confidantd.sock"
+metrics_listen = ""
+[model]
+dir = "$(pwd)/models/all-MiniLM-L6-v2"
+[storage]
+url = "sqlite://$work/confidant.db"
+[index]
+path = "$work/index"
+[classifiers]
+dir = "$work/classifiers"
+[log]
+format = "text"
+level = "warn"
+TOML
+ctl=(target/debug/confidantctl --addr "unix:$work/confidantd.sock")
+start() {
+  CONFIDANT__BOT__MIN_SCORE="$1" target/debug/confidantd --config "$work/confidantd.toml" &
+  pid=$!
+  for _ in $(seq 1 600); do "${ctl[@]}" health >/dev/null 2>&1 && return; sleep 0.5; done
+  echo "the daemon did not start" >&2; exit 1
+}
+first=1
+for s in ${MIN_SCORES:-0.5 0.6 0.7 0.8}; do
+  start "$s"
+  if [ "$first" = 1 ]; then
+    "${ctl[@]}" kb --tenant covid import --batch 64 "$work/data/covid-kb.jsonl" >&2
+    first=0
+  fi
+  python3 benches/bot_eval/score.py --min-score "$s" --tenant covid \
+    --in-domain "$work/data/covid-queries.jsonl" --out-of-domain "$work/data/ood.jsonl" \
+    -- "${ctl[@]}"
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+done

@@ -1,0 +1,316 @@
+//! A gRPC load generator for confidantd: closed loop (N concurrent callers, each calling
+//! again as soon as it is answered) or open loop (calls started at a fixed rate whether or
+//! not earlier ones were answered, latency measured from the scheduled start so that a
+//! stalled server is not hidden). Prints one JSON line: throughput, p50/p95/p99 and the
+//! share of RESOURCE_EXHAUSTED answers.
+//!
+//!   load --addr http://127.0.0.1:50051 --token-file T --rpc answer \
+//!        --utterances ../shared/bench/utterances_2000.txt --concurrency 8 --duration 20
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use confidant_proto::v1 as pb;
+use pb::bot_service_client::BotServiceClient;
+use pb::embedding_service_client::EmbeddingServiceClient;
+use pb::knowledge_base_service_client::KnowledgeBaseServiceClient;
+use pb::routing_service_client::RoutingServiceClient;
+use tokio::sync::Mutex;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Clone, Copy, ValueEnum, Debug)]
+enum Rpc {
+    /// EmbeddingService/Embed, one text per call: the raw model capacity.
+    Embed,
+    /// BotService/Answer, a new conversation per call.
+    Answer,
+    /// BotService/Suggest on a prefix of each utterance.
+    Suggest,
+    /// RoutingService/Route, a new contact per call.
+    Route,
+    /// KnowledgeBaseService/Search.
+    Search,
+}
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    #[arg(long)]
+    token_file: PathBuf,
+    #[arg(long, value_enum)]
+    rpc: Rpc,
+    /// One utterance per line, used in turn.
+    #[arg(long)]
+    utterances: PathBuf,
+    /// Closed loop: this many concurrent callers.
+    #[arg(long, conflicts_with = "rate")]
+    concurrency: Option<usize>,
+    /// Open loop: calls started per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds to run (after the warm-up).
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
+    /// Stop after this many calls (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Seconds of calls before measuring (closed loop only).
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Open loop: at most this many calls in flight; more count as "dropped" (keeps the
+    /// generator's own memory bounded when the server stalls).
+    #[arg(long, default_value_t = 20_000)]
+    max_in_flight: u64,
+    /// Connections to spread the calls over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// A label for the output line.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    ok: u64,
+    exhausted: u64,
+    other: u64,
+    first_error: Option<String>,
+}
+
+struct Shared {
+    rpc: Rpc,
+    token: String,
+    utterances: Vec<String>,
+    channels: Vec<Channel>,
+    next: AtomicU64,
+    tally: Mutex<Tally>,
+}
+
+fn authed<T>(msg: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(r)
+}
+
+/// One call; the status code it ended with.
+async fn call(s: &Shared, i: u64) -> anyhow::Result<Result<(), tonic::Status>> {
+    let text = s.utterances[(i as usize) % s.utterances.len()].clone();
+    let ch = s.channels[(i as usize) % s.channels.len()].clone();
+    let t = &s.token;
+    let r = match s.rpc {
+        Rpc::Embed => EmbeddingServiceClient::new(ch)
+            .embed(authed(
+                pb::EmbedRequest {
+                    texts: vec![text],
+                    ..Default::default()
+                },
+                t,
+            )?)
+            .await
+            .map(drop),
+        Rpc::Answer => BotServiceClient::new(ch)
+            .answer(authed(
+                pb::AnswerRequest {
+                    conversation_id: format!("load-{}-{i}", std::process::id()),
+                    text,
+                    ..Default::default()
+                },
+                t,
+            )?)
+            .await
+            .map(drop),
+        Rpc::Suggest => {
+            // A prefix of 3 to 20 characters, as typed so far.
+            let n = 3 + (i as usize * 7) % 18;
+            let prefix: String = text.chars().take(n).collect();
+            BotServiceClient::new(ch)
+                .suggest(authed(
+                    pb::SuggestRequest {
+                        prefix,
+                        ..Default::default()
+                    },
+                    t,
+                )?)
+                .await
+                .map(drop)
+        }
+        Rpc::Route => RoutingServiceClient::new(ch)
+            .route(authed(
+                pb::RouteRequest {
+                    contact_id: format!("load-{}-{i}", std::process::id()),
+                    text,
+                    ..Default::default()
+                },
+                t,
+            )?)
+            .await
+            .map(drop),
+        Rpc::Search => KnowledgeBaseServiceClient::new(ch)
+            .search(authed(
+                pb::SearchRequest {
+                    text,
+                    limit: 5,
+                    ..Default::default()
+                },
+                t,
+            )?)
+            .await
+            .map(drop),
+    };
+    Ok(r)
+}
+
+async fn record(s: &Shared, started: Instant, r: Result<(), tonic::Status>) {
+    let us = started.elapsed().as_micros() as u64;
+    let mut t = s.tally.lock().await;
+    match r {
+        Ok(()) => {
+            t.ok += 1;
+            t.latencies_us.push(us);
+        }
+        Err(e) if e.code() == tonic::Code::ResourceExhausted => t.exhausted += 1,
+        Err(e) => {
+            t.other += 1;
+            if t.first_error.is_none() {
+                t.first_error = Some(format!("{:?}: {}", e.code(), e.message()));
+            }
+        }
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let token = std::fs::read_to_string(&a.token_file)
+        .with_context(|| format!("reading {}", a.token_file.display()))?
+        .trim()
+        .to_string();
+    let utterances: Vec<String> = std::fs::read_to_string(&a.utterances)
+        .with_context(|| format!("reading {}", a.utterances.display()))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    anyhow::ensure!(!utterances.is_empty(), "no utterances");
+    let mut channels = Vec::new();
+    for _ in 0..a.connections.max(1) {
+        channels.push(Endpoint::from_shared(a.addr.clone())?.connect().await?);
+    }
+    let s = Arc::new(Shared {
+        rpc: a.rpc,
+        token,
+        utterances,
+        channels,
+        next: AtomicU64::new(0),
+        tally: Mutex::new(Tally::default()),
+    });
+    let duration = Duration::from_secs_f64(a.duration);
+    let limit = if a.count == 0 { u64::MAX } else { a.count };
+    let mut dropped = 0u64;
+    let (mode, measured) = if let Some(rate) = a.rate {
+        anyhow::ensure!(rate > 0.0, "--rate must be positive");
+        let in_flight = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let mut handles = Vec::new();
+        let mut i = 0u64;
+        while start.elapsed() < duration && i < limit {
+            let due = start + interval.mul_f64(i as f64);
+            tokio::time::sleep_until(due.into()).await;
+            if in_flight.load(Ordering::Relaxed) >= a.max_in_flight {
+                dropped += 1;
+                i += 1;
+                continue;
+            }
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            let (s, f) = (s.clone(), in_flight.clone());
+            handles.push(tokio::spawn(async move {
+                let r = call(&s, i).await;
+                if let Ok(r) = r {
+                    record(&s, due, r).await;
+                }
+                f.fetch_sub(1, Ordering::Relaxed);
+            }));
+            i += 1;
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+        // Until the last answer: a server that fell behind is not flattered.
+        (format!("open-loop {rate}/s"), start.elapsed())
+    } else {
+        let n = a.concurrency.unwrap_or(1).max(1);
+        let warm_until = Instant::now() + Duration::from_secs_f64(a.warmup);
+        let measuring = Arc::new(AtomicU64::new(0));
+        let start_at = warm_until;
+        let end_at = warm_until + duration;
+        let mut handles = Vec::new();
+        for _ in 0..n {
+            let (s, m) = (s.clone(), measuring.clone());
+            handles.push(tokio::spawn(async move {
+                loop {
+                    let now = Instant::now();
+                    if now >= end_at {
+                        break;
+                    }
+                    let i = s.next.fetch_add(1, Ordering::Relaxed);
+                    let started = Instant::now();
+                    let Ok(r) = call(&s, i).await else { break };
+                    if started >= start_at {
+                        if m.fetch_add(1, Ordering::Relaxed) >= limit {
+                            break;
+                        }
+                        record(&s, started, r).await;
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+        (
+            format!("closed-loop x{n}"),
+            end_at.saturating_duration_since(start_at),
+        )
+    };
+    let mut t = s.tally.lock().await;
+    t.latencies_us.sort_unstable();
+    let total = t.ok + t.exhausted + t.other;
+    let secs = measured.as_secs_f64().max(1e-9);
+    let out = serde_json::json!({
+        "label": a.label,
+        "rpc": format!("{:?}", a.rpc).to_lowercase(),
+        "mode": mode,
+        "seconds": (secs * 100.0).round() / 100.0,
+        "calls": total,
+        "ok": t.ok,
+        "resource_exhausted": t.exhausted,
+        "other_errors": t.other,
+        "dropped_by_generator": dropped,
+        "exhausted_share": if total == 0 { 0.0 } else { t.exhausted as f64 / total as f64 },
+        "ok_per_second": (t.ok as f64 / secs * 10.0).round() / 10.0,
+        "p50_ms": pct(&t.latencies_us, 0.50),
+        "p95_ms": pct(&t.latencies_us, 0.95),
+        "p99_ms": pct(&t.latencies_us, 0.99),
+        "max_ms": pct(&t.latencies_us, 1.0),
+        "first_error": t.first_error,
+    });
+    println!("{out}");
+    Ok(())
+}

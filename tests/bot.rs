@@ -110,6 +110,28 @@ async fn demo_daemon(model: &Path) -> Daemon {
         "--min-examples",
         "3",
     ]));
+    ok(&ctl(&[
+        "--addr",
+        &addr,
+        "intents",
+        "train",
+        "--data",
+        &repo("packaging/demo-sentiment/sentiment.csv"),
+        "--out",
+        &d.dir
+            .path()
+            .join("classifiers/sentiment")
+            .display()
+            .to_string(),
+        "--text-column",
+        "utterance",
+        "--label-column",
+        "sentiment",
+        "--task",
+        "sentiment",
+        "--min-examples",
+        "3",
+    ]));
     ok(&ctl(&["--addr", &addr, "models", "reload"]));
     d
 }
@@ -245,7 +267,8 @@ async fn the_bot_answers_offers_choices_hands_off_and_reports() {
             "{text}"
         );
         let names: Vec<&str> = h.factors.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["base", "risk", "tier"], "{text}");
+        assert_eq!(names[..3], ["base", "risk", "tier"], "{text}");
+        assert!(names[3..].iter().all(|n| *n == "sentiment"), "{names:?}");
         assert_eq!(
             h.priority as i32,
             h.factors.iter().map(|f| f.points).sum::<i32>().min(100),
@@ -449,11 +472,12 @@ async fn follow_ups_chinese_and_bad_input() {
         assert!(err.message().contains(field), "{field}: {}", err.message());
     }
     let pool = db(&d).await;
-    let n: i64 = sqlx::query("SELECT COUNT(*) FROM conversations WHERE id IN ('has spaces', 'c-x')")
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 =
+        sqlx::query("SELECT COUNT(*) FROM conversations WHERE id IN ('has spaces', 'c-x')")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
     assert_eq!(n, 0);
 
     // Roles and tenants: a qa-only token may not answer; another tenant's conversation
@@ -653,6 +677,24 @@ async fn routing_type_ahead_and_the_cli() {
         .unwrap()
         .into_inner();
     assert_eq!(c.queue, "accounts", "{c:?}");
+    // An upset customer gets the sentiment factor from the sentiment head; a calm one not.
+    let angry = r
+        .route(with_token(
+            route(
+                "k4",
+                "This is absolutely unacceptable, I am furious with your service",
+                "",
+                0,
+            ),
+            &d.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let f = angry.factors.iter().find(|f| f.name == "sentiment");
+    assert!(f.is_some_and(|f| f.points > 0), "{angry:?}");
+    assert!(angry.priority > 20, "{angry:?}");
+    assert!(!c.factors.iter().any(|f| f.name == "sentiment"), "{c:?}");
 
     // First-try accuracy: two handled where advised, one re-routed.
     for (contact, handled, first) in [

@@ -592,3 +592,82 @@ async fn planted_pii_never_reaches_logs_or_the_database() {
         assert!(!db.contains(p), "{p} leaked into the database");
     }
 }
+
+/// systemd socket activation: the daemon serves on the TCP socket it inherits as
+/// LISTEN_FDS (fd 3) instead of binding the address in its config. A few lines of Python
+/// play systemd: bind the socket, move it to fd 3, set LISTEN_FDS and LISTEN_PID (its own
+/// pid, which exec keeps) and exec confidantd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_a_socket_inherited_from_systemd() {
+    let Some(model) = model_dir() else { return };
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: serves_on_a_socket_inherited_from_systemd: python3 not found");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (inherited, configured) = (common::free_port(), common::free_port());
+    let config = dir.path().join("confidantd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{configured}\"\nmetrics_listen = \"\"\n\
+             [model]\ndir = \"{}\"\n[storage]\nurl = \"{}\"\n[index]\npath = \"{}\"\n\
+             [classifiers]\ndir = \"{}\"\n[log]\nformat = \"json\"\n",
+            model.display(),
+            common::storage_url(dir.path()),
+            dir.path().join("index").display(),
+            dir.path().join("classifiers").display(),
+        ),
+    )
+    .unwrap();
+    let launcher = "import os, socket, sys\n\
+        s = socket.socket()\n\
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+        s.listen(128)\n\
+        if s.fileno() != 3: os.dup2(s.fileno(), 3)\n\
+        os.set_inheritable(3, True)\n\
+        os.environ['LISTEN_FDS'] = '1'\n\
+        os.environ['LISTEN_PID'] = str(os.getpid())\n\
+        os.execv(sys.argv[2], [sys.argv[2], '--config', sys.argv[3]])\n";
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(launcher)
+        .arg(inherited.to_string())
+        .arg(common::daemon_bin())
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("http://127.0.0.1:{inherited}");
+    let mut serving = false;
+    for _ in 0..600 {
+        if let Ok(ch) = tonic::transport::Endpoint::from_shared(addr.clone())
+            .unwrap()
+            .connect()
+            .await
+        {
+            let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+            if let Ok(r) = h
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                && r.into_inner().status == 1
+            {
+                serving = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let configured_open = std::net::TcpStream::connect(("127.0.0.1", configured)).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(serving, "no SERVING answer on the inherited socket");
+    assert!(
+        !configured_open,
+        "with a socket from systemd, server.listen must not be bound"
+    );
+}

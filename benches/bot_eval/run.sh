@@ -3,9 +3,10 @@
 # articles), how many in-domain paraphrases (244) get the right curated answer, a wrong
 # one, choices or a hand-off, and how many out-of-domain questions (every 30th BANKING77
 # utterance, 334 bank questions a COVID FAQ cannot answer) wrongly get an answer, for a
-# few values of bot.min_score (each a daemon restart on the same database and index).
+# few settings of bot.min_score:bot.min_margin (each a daemon restart on the same
+# database and index).
 #
-#   benches/bot_eval/run.sh                    # MIN_SCORES="0.5 0.6 0.7 0.8"
+#   benches/bot_eval/run.sh          # SETTINGS="0.5:0.03 0.6:0.03 0.7:0.03 0.8:0.03 0.6:0.06 0.6:0.1"
 #
 # Needs ../shared/data and the default model (models/install-default).
 set -euo pipefail
@@ -43,19 +44,20 @@ level = "warn"
 TOML
 ctl=(target/debug/confidantctl --addr "unix:$work/confidantd.sock")
 start() {
-  CONFIDANT__BOT__MIN_SCORE="$1" target/debug/confidantd --config "$work/confidantd.toml" &
+  CONFIDANT__BOT__MIN_SCORE="$1" CONFIDANT__BOT__MIN_MARGIN="$2" target/debug/confidantd --config "$work/confidantd.toml" &
   pid=$!
   for _ in $(seq 1 600); do "${ctl[@]}" health >/dev/null 2>&1 && return; sleep 0.5; done
   echo "the daemon did not start" >&2; exit 1
 }
 first=1
-for s in ${MIN_SCORES:-0.5 0.6 0.7 0.8}; do
-  start "$s"
+for setting in ${SETTINGS:-0.5:0.03 0.6:0.03 0.7:0.03 0.8:0.03 0.6:0.06 0.6:0.1}; do
+  s="${setting%%:*}"; m="${setting##*:}"
+  start "$s" "$m"
   if [ "$first" = 1 ]; then
     "${ctl[@]}" kb --tenant covid import --batch 64 "$work/data/covid-kb.jsonl" >&2
     first=0
   fi
-  python3 benches/bot_eval/score.py --min-score "$s" --tenant covid \
+  python3 benches/bot_eval/score.py --min-score "$s" --min-margin "$m" --tenant covid \
     --in-domain "$work/data/covid-queries.jsonl" --out-of-domain "$work/data/ood.jsonl" \
     -- "${ctl[@]}"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""

@@ -19,17 +19,18 @@ def ask(ctl, tenant, conv, text):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--min-score", required=True)
+    p.add_argument("--min-margin", required=True)
     p.add_argument("--tenant", required=True)
     p.add_argument("--in-domain", required=True)
     p.add_argument("--out-of-domain", required=True)
     p.add_argument("ctl", nargs="+")
     a = p.parse_args()
     ctl = [c for c in a.ctl if c != "--"]
-    res = {"min_score": float(a.min_score)}
+    res = {"min_score": float(a.min_score), "min_margin": float(a.min_margin)}
     ind = [json.loads(l) for l in open(a.in_domain, encoding="utf-8")]
     n = {"right": 0, "wrong": 0, "clarify_right": 0, "clarify_wrong": 0, "no_match": 0, "handoff": 0}
     for i, q in enumerate(ind):
-        r = ask(ctl, a.tenant, f"in-{a.min_score}-{i}", q["query"])
+        r = ask(ctl, a.tenant, f"in-{a.min_score}-{a.min_margin}-{i}", q["query"])
         o = r["outcome"]
         if o == "answer":
             n["right" if r["answer"]["article_id"] in q["expected"] else "wrong"] += 1
@@ -45,7 +46,7 @@ def main():
     ood = [json.loads(l) for l in open(a.out_of_domain, encoding="utf-8")]
     m = {"answer": 0, "clarify": 0, "no_match": 0, "handoff": 0}
     for i, q in enumerate(ood):
-        m[ask(ctl, a.tenant, f"ood-{a.min_score}-{i}", q["query"])["outcome"]] += 1
+        m[ask(ctl, a.tenant, f"ood-{a.min_score}-{a.min_margin}-{i}", q["query"])["outcome"]] += 1
     res["out_of_domain"] = {k: round(v / len(ood), 3) for k, v in m.items()}
     res["out_of_domain_queries"] = len(ood)
     print(json.dumps(res), flush=True)

@@ -314,7 +314,8 @@ async fn retrieve(
         at_ms: 0,
     };
     let own = app.kb().search_with(&params(&input.text), vector).await?;
-    let best = |rs: &[SearchResult]| rs.iter().map(confidence).fold(0.0f32, f32::max);
+    // The better reading is the one whose answer (the retrieval's first) is surer.
+    let best = |rs: &[SearchResult]| rs.first().map(confidence).unwrap_or(0.0);
     if let Some(prev) = previous
         && policies.bot.is_short(&input.text)
     {

@@ -122,20 +122,15 @@ impl BotPolicy {
         words + cjk / 2 <= self.followup_words
     }
 
-    /// Answer, offer choices or ask again, from candidates in any order.
+    /// Answer, offer choices or ask again. `candidates` come in the retrieval's (fused)
+    /// order, whose first is the answer when its dense similarity clears the threshold;
+    /// any other candidate that clears it too and comes within the margin of the first (or
+    /// above it: the signals disagree) turns the answer into choices, in retrieval order.
     pub fn pick(&self, lang: &str, candidates: &[Candidate]) -> (Pick, String) {
         let t = self.threshold(lang);
-        let mut order: Vec<usize> = (0..candidates.len()).collect();
-        order.sort_by(|&a, &b| {
-            candidates[b]
-                .confidence
-                .total_cmp(&candidates[a].confidence)
-                .then_with(|| candidates[a].article_id.cmp(&candidates[b].article_id))
-        });
-        let Some(&top) = order.first() else {
+        let Some(best) = candidates.first() else {
             return (Pick::NoMatch, "no article matched".into());
         };
-        let best = &candidates[top];
         if best.confidence < t {
             return (
                 Pick::NoMatch,
@@ -145,9 +140,7 @@ impl BotPolicy {
                 ),
             );
         }
-        let close: Vec<usize> = order
-            .iter()
-            .copied()
+        let close: Vec<usize> = (0..candidates.len())
             .filter(|&i| {
                 let c = candidates[i].confidence;
                 c >= t && best.confidence - c < self.min_margin
@@ -174,14 +167,17 @@ impl BotPolicy {
                 ),
             );
         }
-        let runner_up = order
-            .get(1)
-            .map(|&i| format!("{:.3}", candidates[i].confidence))
+        let runner_up = candidates
+            .iter()
+            .skip(1)
+            .map(|c| c.confidence)
+            .fold(None, |m: Option<f32>, c| Some(m.map_or(c, |m| m.max(c))))
+            .map(|c| format!("{c:.3}"))
             .unwrap_or_else(|| "none".into());
         (
-            Pick::Answer(top),
+            Pick::Answer(0),
             format!(
-                "article {} at {:.3} clears {t:.2}; runner-up {runner_up}",
+                "article {} at {:.3} clears {t:.2}; best other {runner_up}",
                 best.article_id, best.confidence
             ),
         )
@@ -234,9 +230,14 @@ mod tests {
     #[test]
     fn answers_only_above_the_threshold_and_clear_of_the_runner_up() {
         let p = policy();
-        let (pick, why) = p.pick("en", &cands(&[("b", 0.62), ("a", 0.81)]));
-        assert_eq!(pick, Pick::Answer(1));
+        let (pick, why) = p.pick("en", &cands(&[("a", 0.81), ("b", 0.62)]));
+        assert_eq!(pick, Pick::Answer(0));
         assert!(why.contains("a at 0.810"), "{why}");
+        // The retrieval's first is the answer even when a lower-ranked one is far below.
+        assert_eq!(
+            p.pick("en", &cands(&[("a", 0.70), ("b", 0.40)])).0,
+            Pick::Answer(0)
+        );
         assert_eq!(p.pick("en", &cands(&[("a", 0.55)])).0, Pick::NoMatch);
         assert_eq!(p.pick("en", &[]).0, Pick::NoMatch);
         // Per-language thresholds.
@@ -249,8 +250,12 @@ mod tests {
         let p = policy();
         let c = cands(&[("x", 0.70), ("y", 0.72), ("z", 0.50), ("w", 0.71)]);
         let (pick, why) = p.pick("en", &c);
-        assert_eq!(pick, Pick::Clarify(vec![1, 3, 0]));
+        assert_eq!(pick, Pick::Clarify(vec![0, 1, 3]));
         assert!(why.contains("3 articles"), "{why}");
+        // A lower-ranked article the dense signal likes much better: the signals
+        // disagree, so the customer chooses.
+        let c = cands(&[("x", 0.65), ("y", 0.90)]);
+        assert_eq!(p.pick("en", &c).0, Pick::Clarify(vec![0, 1]));
         // A close runner-up below the threshold is no choice.
         let c = cands(&[("x", 0.61), ("y", 0.59)]);
         assert_eq!(p.pick("en", &c).0, Pick::Answer(0));

@@ -37,7 +37,7 @@ impl Default for BotConfig {
         Self {
             min_score: 0.6,
             min_score_by_lang: BTreeMap::new(),
-            min_margin: 0.03,
+            min_margin: 0.06,
             max_choices: 3,
             max_failures: 2,
             followup_words: 6,

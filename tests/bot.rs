@@ -864,6 +864,10 @@ async fn routing_type_ahead_and_the_cli() {
     let out = ok(&ctl(&["--addr", &addr, "report", "--tenant", "t1"]));
     assert!(out.contains("automated resolution rate (ROAR)"), "{out}");
     assert!(out.contains("66.7% (2 of 3)"), "first-try accuracy: {out}");
+    // `status` shows the knowledge base's size: 12 demo articles, 2 close ones, 1 new.
+    let out = ok(&ctl(&["--addr", &addr, "--json", "status"]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["kb"]["published"], 15, "{v}");
     let out = ok(&ctl(&[
         "--addr", &addr, "bot", "--tenant", "t1", "suggest", "how do i",
     ]));

@@ -6,7 +6,7 @@
 # few settings of bot.min_score:bot.min_margin (each a daemon restart on the same
 # database and index).
 #
-#   benches/bot_eval/run.sh          # SETTINGS="0.5:0.03 0.6:0.03 0.7:0.03 0.8:0.03 0.6:0.06 0.6:0.1"
+#   benches/bot_eval/run.sh          # SETTINGS="0.6:0.03 0.6:0.06 0.6:0.1 0.5:0.06 0.7:0.06 0.8:0.06"
 #
 # Needs ../shared/data and the default model (models/install-default).
 set -euo pipefail
@@ -50,7 +50,7 @@ start() {
   echo "the daemon did not start" >&2; exit 1
 }
 first=1
-for setting in ${SETTINGS:-0.5:0.03 0.6:0.03 0.7:0.03 0.8:0.03 0.6:0.06 0.6:0.1}; do
+for setting in ${SETTINGS:-0.6:0.03 0.6:0.06 0.6:0.1 0.5:0.06 0.7:0.06 0.8:0.06}; do
   s="${setting%%:*}"; m="${setting##*:}"
   start "$s" "$m"
   if [ "$first" = 1 ]; then

@@ -45,10 +45,15 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
             "models": s.models.iter().map(model_json).collect::<Vec<_>>(),
             "queue": {"depth": q.depth, "capacity": q.capacity, "batches": q.batches, "texts": q.texts,
                       "rejected": q.rejected, "cancelled": q.cancelled, "worker_alive": q.worker_alive},
+            "kb": {"published": s.kb_published, "drafts": s.kb_drafts, "index_pending": s.kb_index_pending},
         }));
         return Ok(());
     }
     println!("confidantd {}  up {}s", s.version, s.uptime_seconds);
+    println!(
+        "knowledge base {} published  {} drafts  {} waiting for the index",
+        s.kb_published, s.kb_drafts, s.kb_index_pending
+    );
     println!(
         "queue {}/{}  batches {}  texts {}  rejected {}  cancelled {}  worker {}",
         q.depth,

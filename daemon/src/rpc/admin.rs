@@ -87,9 +87,17 @@ impl pb::admin_service_server::AdminService for AdminService {
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         observed("Status", async {
-            admin(&req)?;
+            let who = admin(&req)?;
             let q = self.app.batcher().stats();
+            let (kb_published, kb_drafts) = self
+                .app
+                .store()
+                .kb_counts(who.tenant.as_deref().unwrap_or(""))
+                .await?;
             Ok(pb::StatusResponse {
+                kb_published,
+                kb_drafts,
+                kb_index_pending: self.app.kb().pending(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 uptime_seconds: self.app.uptime_seconds(),
                 models: model_status(&self.app),

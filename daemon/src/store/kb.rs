@@ -247,11 +247,14 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    /// (published, drafts) among a tenant's live articles.
+    /// (published, drafts) among a tenant's live articles; an empty tenant counts the
+    /// whole site.
     pub async fn kb_counts(&self, tenant: &str) -> Result<(u64, u64), StoreError> {
         let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM kb_articles WHERE tenant = $1 AND deleted_at IS NULL GROUP BY status",
+            "SELECT status, COUNT(*) AS n FROM kb_articles WHERE ($1 = '' OR tenant = $2) \
+             AND deleted_at IS NULL GROUP BY status",
         )
+        .bind(tenant)
         .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
@@ -259,7 +262,7 @@ impl Store {
         for r in rows {
             let n: i64 = r.try_get("n")?;
             match r.try_get::<String, _>("status")?.as_str() {
-                "published" => published = n as u64,
+                "published" => published += n as u64,
                 _ => drafts += n as u64,
             }
         }

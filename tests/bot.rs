@@ -425,6 +425,9 @@ async fn follow_ups_chinese_and_bad_input() {
     assert_eq!(r.lang, "zh");
     assert_eq!(outcome(&r), pb::Outcome::Answer, "{r:?}");
     assert_eq!(r.answer.unwrap().article_id, "pin-reset-zh");
+    // An off-topic Chinese question is not answered (bot.min_score_by_lang.zh = 0.8).
+    let r = answer(&d, "c-zh2", "明天天气怎么样", None).await.unwrap();
+    assert_eq!(outcome(&r), pb::Outcome::NoMatch, "{r:?}");
 
     // Bad input names the field; nothing is stored for it.
     let mut c = BotServiceClient::new(d.channel().await);

@@ -145,6 +145,14 @@ fn factors_text(f: &[pb::PriorityFactor]) -> String {
         .join(", ")
 }
 
+fn intent_text(i: &pb::IntentGuess) -> String {
+    if i.out_of_scope || i.label.is_empty() {
+        "none (out of scope)".into()
+    } else {
+        format!("{} ({:.2})", i.label, i.probability)
+    }
+}
+
 fn outcome_name(o: i32) -> &'static str {
     match pb::Outcome::try_from(o) {
         Ok(pb::Outcome::Answer) => "answer",
@@ -203,12 +211,7 @@ fn print_answer(cli: &Cli, r: &pb::AnswerResponse) {
         );
     }
     if let Some(i) = &r.intent {
-        let label = if i.out_of_scope {
-            "out of scope"
-        } else {
-            &i.label
-        };
-        println!("intent:      {label} ({:.2})", i.probability);
+        println!("intent:      {}", intent_text(i));
     }
     println!("why:         {}", r.explanation);
 }
@@ -335,7 +338,7 @@ pub async fn route(cli: &Cli, args: &RouteArgs) -> anyhow::Result<()> {
                     println!("risk:     {}", r.risk);
                 }
                 if let Some(i) = intent {
-                    println!("intent:   {} ({:.2})", i.label, i.probability);
+                    println!("intent:   {}", intent_text(i));
                 }
             }
         }

@@ -36,7 +36,8 @@ impl Default for BotConfig {
     fn default() -> Self {
         Self {
             min_score: 0.6,
-            min_score_by_lang: BTreeMap::new(),
+            // The default encoder is English; Chinese turns must match more closely.
+            min_score_by_lang: [("zh".to_string(), 0.8)].into(),
             min_margin: 0.06,
             max_choices: 3,
             max_failures: 2,

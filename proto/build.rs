@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "confidant/v1/kb.proto",
         "confidant/v1/intents.proto",
         "confidant/v1/bot.proto",
+        "confidant/v1/assist.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 use common::{Daemon, model_dir, with_token};
 use confidant_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
+use pb::assist_service_client::AssistServiceClient;
 use pb::bot_service_client::BotServiceClient;
 use pb::knowledge_base_service_client::KnowledgeBaseServiceClient;
 use pb::routing_service_client::RoutingServiceClient;
@@ -875,4 +876,221 @@ async fn routing_type_ahead_and_the_cli() {
         "--addr", &addr, "bot", "--tenant", "t1", "suggest", "how do i",
     ]));
     assert!(out.contains("How do I reset my PIN?"), "{out}");
+}
+
+fn turn(speaker: &str, text: &str, at_ms: i64) -> pb::AssistRequest {
+    pb::AssistRequest {
+        event: Some(pb::assist_request::Event::Turn(pb::AssistTurn {
+            speaker: speaker.into(),
+            text: text.into(),
+            at_ms,
+        })),
+    }
+}
+
+fn start(conversation: &str) -> pb::AssistRequest {
+    pb::AssistRequest {
+        event: Some(pb::assist_request::Event::Start(pb::AssistStart {
+            conversation_id: conversation.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Plays `events` through one assist stream: the updates, then the stream's end status.
+async fn assist(
+    d: &Daemon,
+    token: &str,
+    events: Vec<pb::AssistRequest>,
+) -> (Vec<pb::AssistUpdate>, Option<tonic::Status>) {
+    let mut c = AssistServiceClient::new(d.channel().await);
+    let mut stream = match c
+        .assist(with_token(tokio_stream::iter(events), token))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(e) => return (Vec::new(), Some(e)),
+    };
+    let mut updates = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(u)) => updates.push(u),
+            Ok(None) => return (updates, None),
+            Err(e) => return (updates, Some(e)),
+        }
+    }
+}
+
+fn kinds(u: &pb::AssistUpdate) -> Vec<&pb::assist_suggestion::Kind> {
+    u.suggestions
+        .iter()
+        .filter_map(|s| s.kind.as_ref())
+        .collect()
+}
+
+fn articles(u: &pb::AssistUpdate) -> Vec<String> {
+    kinds(u)
+        .into_iter()
+        .filter_map(|k| match k {
+            pb::assist_suggestion::Kind::Article(a) => Some(a.article_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn checklist(u: &pb::AssistUpdate) -> Option<pb::Checklist> {
+    kinds(u).into_iter().find_map(|k| match k {
+        pb::assist_suggestion::Kind::Checklist(c) => Some(c.clone()),
+        _ => None,
+    })
+}
+
+fn warnings(u: &pb::AssistUpdate) -> Vec<pb::ComplianceWarning> {
+    kinds(u)
+        .into_iter()
+        .filter_map(|k| match k {
+            pb::assist_suggestion::Kind::Warning(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn agent_assist_suggests_ticks_warns_and_alerts() {
+    let Some(model) = model_dir() else { return };
+    let d = demo_daemon(&model).await;
+    let (updates, end) = assist(
+        &d,
+        &d.token,
+        vec![
+            start("a1"),
+            turn("customer", "Hi, I lost my card", 1_000),
+            turn("agent", "Hello, how can I help you today?", 2_000),
+            turn("agent", "Can you confirm your date of birth please?", 3_000),
+            turn("customer", "I lost my card yesterday evening", 4_000),
+            turn(
+                "agent",
+                "I have blocked the card and we will send you a replacement. By the way our fund has guaranteed returns",
+                5_000,
+            ),
+            turn("agent", "Really, guaranteed returns on it", 6_000),
+            turn("customer", "This is absolutely unacceptable, I am furious with your service", 7_000),
+            turn("customer", "and another thing", 500),
+        ],
+    )
+    .await;
+    assert_eq!(updates.len(), 7, "{updates:?}");
+    for (i, u) in updates.iter().enumerate() {
+        assert_eq!(u.turn_index as usize, i);
+        assert!(u.suggestions.iter().all(|s| !s.reason.is_empty()), "{u:?}");
+    }
+    // The customer's words bring the article and the intent's checklist, nothing done.
+    assert!(
+        articles(&updates[0]).contains(&"card-lost".to_string()),
+        "{:?}",
+        updates[0]
+    );
+    let c = checklist(&updates[0]).expect("the lost-card checklist");
+    assert_eq!(c.intent, "lost_card");
+    assert_eq!(
+        c.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["verify_identity", "block_card", "offer_replacement"]
+    );
+    assert!(c.items.iter().all(|i| !i.done && i.done_at_turn == -1));
+    // First agent turn: nothing yet (the disclosure may still come in turn two).
+    assert!(updates[1].suggestions.is_empty(), "{:?}", updates[1]);
+    // Second agent turn: identity ticked; the recording disclosure is now missing.
+    let c = checklist(&updates[2]).expect("an updated checklist");
+    assert!(c.items[0].done && c.items[0].done_at_turn == 2, "{c:?}");
+    assert!(!c.items[1].done);
+    let w = warnings(&updates[2]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(
+        (w[0].kind.as_str(), w[0].rule.as_str()),
+        ("missing_disclosure", "call_recording")
+    );
+    // The same article is not suggested twice.
+    assert!(
+        !articles(&updates[3]).contains(&"card-lost".to_string()),
+        "{:?}",
+        updates[3]
+    );
+    // Block and replacement ticked in one turn; the forbidden phrase warned once, with
+    // the words as evidence.
+    let c = checklist(&updates[4]).expect("an updated checklist");
+    assert!(c.items.iter().all(|i| i.done), "{c:?}");
+    let w = warnings(&updates[4]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].rule, "guaranteed_returns");
+    assert_eq!(w[0].evidence.to_lowercase(), "guaranteed returns");
+    assert!(
+        warnings(&updates[5]).is_empty(),
+        "warned once: {:?}",
+        updates[5]
+    );
+    // The customer's sentiment falls: an alert.
+    let alert = kinds(&updates[6]).into_iter().find_map(|k| match k {
+        pb::assist_suggestion::Kind::Sentiment(s) => Some(*s),
+        _ => None,
+    });
+    let alert = alert.expect("a sentiment alert");
+    assert!(alert.current >= 0.7 && alert.previous < 0.7, "{alert:?}");
+    // A turn out of order ends the stream with the field named.
+    let end = end.expect("the stream ends with an error");
+    assert_eq!(end.code(), Code::InvalidArgument);
+    assert!(end.message().contains("turn.at_ms"), "{}", end.message());
+
+    // Chinese: the disclosure said in time, a forbidden phrase caught.
+    let (updates, end) = assist(
+        &d,
+        &d.token,
+        vec![
+            start("a2"),
+            turn("customer", "我的银行卡丢了", 0),
+            turn("agent", "您好，本次通话将被录音", 0),
+            turn("agent", "请问您的出生日期是？", 0),
+            turn("agent", "这个理财产品保证收益", 0),
+        ],
+    )
+    .await;
+    assert!(end.is_none(), "{end:?}");
+    assert!(
+        articles(&updates[0]).contains(&"card-lost-zh".to_string()),
+        "{:?}",
+        updates[0]
+    );
+    assert!(warnings(&updates[2]).is_empty(), "{:?}", updates[2]);
+    let w = warnings(&updates[3]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].rule, "guaranteed_returns");
+
+    // Bad starts and roles.
+    let (_, end) = assist(&d, &d.token, vec![turn("customer", "hello", 0)]).await;
+    let end = end.unwrap();
+    assert_eq!(end.code(), Code::InvalidArgument);
+    assert!(end.message().contains("start"), "{}", end.message());
+    let (_, end) = assist(&d, &d.token, vec![start("a3"), turn("robot", "beep", 0)]).await;
+    assert!(end.unwrap().message().contains("turn.speaker"));
+    let bot_only = d.create_token(&["bot"], "t1").await;
+    let (_, end) = assist(&d, &bot_only, vec![start("a4")]).await;
+    assert_eq!(end.unwrap().code(), Code::PermissionDenied);
+
+    // The CLI replays a transcript through the same stream.
+    let transcript = d.dir.path().join("t.jsonl");
+    std::fs::write(
+        &transcript,
+        "{\"speaker\": \"customer\", \"text\": \"I lost my card\"}\n{\"speaker\": \"agent\", \"text\": \"Let me block the card\"}\n",
+    )
+    .unwrap();
+    let addr = format!("unix:{}", d.socket().display());
+    let out = ok(&ctl(&[
+        "--addr",
+        &addr,
+        "assist",
+        "--tenant",
+        "t1",
+        &transcript.display().to_string(),
+    ]));
+    assert!(out.contains("checklist lost_card"), "{out}");
+    assert!(out.contains("[x] Block the card"), "{out}");
 }

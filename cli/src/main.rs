@@ -77,6 +77,8 @@ enum Command {
         #[command(subcommand)]
         command: commands::intents::IntentsCommand,
     },
+    /// Agent assist: replay a transcript (JSON lines) through the live stream.
+    Assist(commands::assist::AssistArgs),
     /// The bot as a front end calls it: answer a turn, type-ahead, feedback.
     Bot(commands::bot::BotArgs),
     /// Routing advice for a new contact, and where it was finally handled.
@@ -116,6 +118,7 @@ fn main() -> ExitCode {
             Command::Tokens { command } => commands::tokens::run(&cli, command).await,
             Command::Kb(args) => commands::kb::run(&cli, args).await,
             Command::Intents { command } => commands::intents::run(&cli, command).await,
+            Command::Assist(args) => commands::assist::replay(&cli, args).await,
             Command::Bot(args) => commands::bot::run(&cli, args).await,
             Command::Route(args) => commands::bot::route(&cli, args).await,
             Command::Report(args) => commands::bot::report(&cli, args).await,

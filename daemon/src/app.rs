@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use confidant_inference::{Batcher, EmbeddingModel, InferenceError};
 
+use crate::assist::AssistPolicy;
 use crate::auth::TokenCache;
 use crate::bot::{BotPolicy, Suggester};
 use crate::classify::{Classifiers, ClassifyError};
@@ -19,6 +20,7 @@ use crate::store::Store;
 /// The compiled rules of the jobs (patterns, thresholds, queues), built from the config at
 /// start and on reload, swapped whole.
 pub struct Policies {
+    pub assist: AssistPolicy,
     pub bot: BotPolicy,
     pub routing: RoutingPolicy,
     pub redactor: Redactor,
@@ -33,6 +35,7 @@ impl Policies {
             message: e.to_string(),
         })?;
         Ok(Self {
+            assist: AssistPolicy::new(&config.assist)?,
             bot,
             routing,
             redactor,

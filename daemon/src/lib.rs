@@ -3,6 +3,7 @@
 //! and `app` (the shared state the services delegate to).
 
 pub mod app;
+pub mod assist;
 pub mod auth;
 pub mod bot;
 pub mod classify;

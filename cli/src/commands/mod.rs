@@ -1,4 +1,5 @@
 pub mod admin;
+pub mod assist;
 pub mod bot;
 pub mod embed;
 pub mod intents;

@@ -183,3 +183,117 @@ pub struct RedactConfig {
     /// IBAN): `{ name = "ACCOUNT", regex = "\\bACC-\\d{8}\\b" }` masks as `[ACCOUNT]`.
     pub patterns: Vec<CustomPattern>,
 }
+
+/// One thing an agent must cover for an intent, ticked when an agent turn matches.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChecklistItemConfig {
+    pub id: String,
+    pub label: String,
+    /// Regular expressions on the agent's words.
+    pub patterns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PhraseRule {
+    pub name: String,
+    /// A regular expression on the agent's words.
+    pub pattern: String,
+    pub message: String,
+    /// Disclosures: must be said within the agent's first this many turns.
+    #[serde(default)]
+    pub within_agent_turns: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssistConfig {
+    /// Articles suggested per customer turn, at most, and the dense similarity they need.
+    pub max_articles: usize,
+    pub min_score: f32,
+    pub intent_classifier: String,
+    pub sentiment_classifier: String,
+    /// Alert when the customer's negative-sentiment probability reaches this, having been
+    /// below it on their previous turn.
+    pub negative_alert: f32,
+    /// Intent label → what the agent must cover.
+    pub checklists: BTreeMap<String, Vec<ChecklistItemConfig>>,
+    /// Phrases an agent must never say.
+    pub forbidden: Vec<PhraseRule>,
+    /// Phrases an agent must say early (`within_agent_turns`).
+    pub disclosures: Vec<PhraseRule>,
+}
+
+fn item(id: &str, label: &str, patterns: &[&str]) -> ChecklistItemConfig {
+    ChecklistItemConfig {
+        id: id.into(),
+        label: label.into(),
+        patterns: patterns.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+fn rule(name: &str, pattern: &str, message: &str, within: u32) -> PhraseRule {
+    PhraseRule {
+        name: name.into(),
+        pattern: pattern.into(),
+        message: message.into(),
+        within_agent_turns: within,
+    }
+}
+
+impl Default for AssistConfig {
+    fn default() -> Self {
+        Self {
+            max_articles: 3,
+            min_score: 0.5,
+            intent_classifier: "intent".into(),
+            sentiment_classifier: "sentiment".into(),
+            negative_alert: 0.7,
+            checklists: [(
+                "lost_card".to_string(),
+                vec![
+                    item(
+                        "verify_identity",
+                        "Verify the customer's identity",
+                        &[
+                            r"(?i)\b(date of birth|security question|verify|confirm your (identity|name|address)|postcode)\b",
+                            r"身份|核实|验证|出生日期",
+                        ],
+                    ),
+                    item(
+                        "block_card",
+                        "Block the card",
+                        &[r"(?i)\b(block(ed)?|freez(e|ing)|frozen|cancel(led)? the card)\b", r"冻结|挂失|止付"],
+                    ),
+                    item(
+                        "offer_replacement",
+                        "Offer a replacement card",
+                        &[r"(?i)\b(replacement|new card|send you a card)\b", r"补办|新卡|补卡"],
+                    ),
+                ],
+            )]
+            .into(),
+            forbidden: vec![
+                rule(
+                    "guaranteed_returns",
+                    r"(?i)\b(guarantee(d)? (returns?|profit|gains?)|risk[- ]free investment)\b|保证收益|稳赚|保本保息",
+                    "Never promise investment returns",
+                    0,
+                ),
+                rule(
+                    "ask_full_pin",
+                    r"(?i)\b(tell|give|read) me your (full )?(pin|password)\b|告诉我(你的)?密码",
+                    "Never ask for a PIN or password",
+                    0,
+                ),
+            ],
+            disclosures: vec![rule(
+                "call_recording",
+                r"(?i)\b(call|conversation) (is|may be|will be) (being )?recorded\b|通话.{0,6}录音",
+                "Tell the customer the call is recorded",
+                2,
+            )],
+        }
+    }
+}

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use jobs::{BotConfig, RedactConfig, RiskConfig, RoutingConfig};
+pub use jobs::{
+    AssistConfig, BotConfig, ChecklistItemConfig, PhraseRule, RedactConfig, RiskConfig,
+    RoutingConfig,
+};
 
 pub const DEFAULT_PATH: &str = "/etc/confidant/confidantd.toml";
 const ENV_PREFIX: &str = "CONFIDANT__";
@@ -50,6 +53,7 @@ pub struct Config {
     pub classifiers: ClassifiersConfig,
     pub bot: BotConfig,
     pub routing: RoutingConfig,
+    pub assist: AssistConfig,
     pub redact: RedactConfig,
 }
 

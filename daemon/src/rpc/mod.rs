@@ -3,6 +3,7 @@
 //! reflection).
 
 mod admin;
+mod assist;
 mod bot;
 mod embeddings;
 mod intents;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use confidant_proto::v1::admin_service_server::AdminServiceServer;
+use confidant_proto::v1::assist_service_server::AssistServiceServer;
 use confidant_proto::v1::bot_service_server::BotServiceServer;
 use confidant_proto::v1::embedding_service_server::EmbeddingServiceServer;
 use confidant_proto::v1::intent_service_server::IntentServiceServer;
@@ -27,6 +29,7 @@ use tonic::transport::server::Router;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 pub use admin::AdminService;
+pub use assist::AssistService;
 pub use bot::{BotService, RoutingService};
 pub use embeddings::EmbeddingService;
 pub use intents::IntentService;
@@ -74,6 +77,9 @@ async fn router(
         .await;
     health.set_serving::<BotServiceServer<BotService>>().await;
     health
+        .set_serving::<AssistServiceServer<AssistService>>()
+        .await;
+    health
         .set_serving::<RoutingServiceServer<RoutingService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -103,6 +109,11 @@ async fn router(
         ))
         .add_service(InterceptedService::new(
             BotServiceServer::new(BotService::new(app.clone())).max_decoding_message_size(max),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            AssistServiceServer::new(AssistService::new(app.clone()))
+                .max_decoding_message_size(max),
             auth.clone(),
         ))
         .add_service(InterceptedService::new(

@@ -2,7 +2,9 @@
 # Speed under load, through the real daemon over gRPC: raw embedding capacity (Embed, one
 # text per call) beside the bot's Answer capacity for the same texts, Answer latency
 # open-loop at half its capacity, 10x overload (every call answered OK or
-# RESOURCE_EXHAUSTED, memory bounded, recovery), Suggest and Route. One JSON line per run.
+# RESOURCE_EXHAUSTED, memory bounded, recovery), Suggest and Route, and agent-assist turn
+# latency (a 1,000-turn transcript replayed through one assist stream, from the daemon's
+# histogram). One JSON line per run.
 #
 #   benches/load/run.sh            # DURATION=20 CONCURRENCY=8 OVERLOAD_SECONDS=60
 #
@@ -19,12 +21,14 @@ utt="${UTTERANCES:-../shared/bench/utterances_2000.txt}"
 models/install-default >/dev/null
 cargo build --locked --bins 2>/dev/null
 work="$(mktemp -d)"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free)
+mport=$(free)
 cat > "$work/confidantd.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
 unix_socket = "$work/confidantd.sock"
-metrics_listen = ""
+metrics_listen = "127.0.0.1:$mport"
 [model]
 dir = "$(pwd)/models/all-MiniLM-L6-v2"
 [storage]
@@ -47,11 +51,13 @@ daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$work"' EXIT
 ctl="target/debug/confidantctl --addr unix:$work/confidantd.sock"
 for _ in $(seq 1 600); do $ctl health >/dev/null 2>&1 && break; sleep 0.5; done
-$ctl --json tokens create --role bot,kb-editor,admin --tenant bench \
+$ctl --json tokens create --role bot,assist,kb-editor,admin --tenant bench \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$work/token"
 $ctl kb --tenant bench import packaging/demo-kb/bank-faq.jsonl >/dev/null
 $ctl intents train --data packaging/demo-intents/bank-intents.csv --text-column utterance \
   --label-column intent --min-examples 3 --out "$work/classifiers/intent" >/dev/null
+$ctl intents train --data packaging/demo-sentiment/sentiment.csv --text-column utterance \
+  --label-column sentiment --task sentiment --min-examples 3 --out "$work/classifiers/sentiment" >/dev/null
 $ctl models reload >/dev/null
 load() { target/debug/load --addr "http://127.0.0.1:$port" --token-file "$work/token" --utterances "$utt" "$@"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$daemon/status"; }
@@ -75,3 +81,33 @@ import json, sys
 e, a = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(json.dumps({"label": "answer / embed capacity", "ratio": round(a["ok_per_second"] / e["ok_per_second"], 3)}))
 PY
+# Agent assist: 500 customer turns (the utterances) and 500 agent turns through one stream.
+python3 - "$utt" "$work/transcript.jsonl" <<'PY'
+import json, sys
+u = [l.strip() for l in open(sys.argv[1], encoding="utf-8") if l.strip()][:500]
+with open(sys.argv[2], "w", encoding="utf-8") as f:
+    for t in u:
+        f.write(json.dumps({"speaker": "customer", "text": t}) + "\n")
+        f.write(json.dumps({"speaker": "agent", "text": "Thank you, let me check that for you."}) + "\n")
+PY
+$ctl --json assist --tenant bench "$work/transcript.jsonl" >/dev/null
+curl -s "http://127.0.0.1:$mport/metrics" | python3 -c '
+import json, sys
+b = {}
+for line in sys.stdin:
+    if line.startswith("confidant_assist_turn_seconds"):
+        name, value = line.rsplit(" ", 1)
+        sp = name.split("speaker=\"")[1].split("\"")[0]
+        d = b.setdefault(sp, {"buckets": []})
+        if "_bucket" in name:
+            d["buckets"].append((float(name.split("le=\"")[1].split("\"")[0].replace("+Inf", "inf")), float(value)))
+        elif name.startswith("confidant_assist_turn_seconds_sum"):
+            d["sum"] = float(value)
+        elif name.startswith("confidant_assist_turn_seconds_count"):
+            d["count"] = float(value)
+for sp, d in sorted(b.items()):
+    n = d["count"]
+    p99 = next(le for le, c in sorted(d["buckets"]) if c >= 0.99 * n)
+    print(json.dumps({"label": "assist " + sp + " turns", "turns": int(n), "mean_ms": round(1000 * d["sum"] / n, 2),
+                      "p99_at_most_ms": p99 * 1000, "within_50ms": sum(c for le, c in d["buckets"] if le == 0.05) / n}))
+'

@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "confidant/v1/intents.proto",
         "confidant/v1/bot.proto",
         "confidant/v1/assist.proto",
+        "confidant/v1/qa.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -16,6 +16,7 @@ use pb::admin_service_client::AdminServiceClient;
 use pb::assist_service_client::AssistServiceClient;
 use pb::bot_service_client::BotServiceClient;
 use pb::knowledge_base_service_client::KnowledgeBaseServiceClient;
+use pb::qa_service_client::QaServiceClient;
 use pb::routing_service_client::RoutingServiceClient;
 use sqlx::Row;
 use tonic::Code;
@@ -50,9 +51,15 @@ fn repo(p: &str) -> String {
 /// A daemon with the demo knowledge base, two deliberately close articles (for choices),
 /// and the demo intent classifier trained through it and loaded.
 async fn demo_daemon(model: &Path) -> Daemon {
+    demo_daemon_with(model, "").await
+}
+
+async fn demo_daemon_with(model: &Path, extra: &str) -> Daemon {
     let d = Daemon::start(
         model,
-        "[routing.queues]\nlost_card = \"cards\"\nbalance = \"accounts\"\ntransfer = \"payments\"\n",
+        &format!(
+            "[routing.queues]\nlost_card = \"cards\"\nbalance = \"accounts\"\ntransfer = \"payments\"\n{extra}"
+        ),
     )
     .await;
     let addr = format!("unix:{}", d.socket().display());
@@ -1093,4 +1100,257 @@ async fn agent_assist_suggests_ticks_warns_and_alerts() {
     ]));
     assert!(out.contains("checklist lost_card"), "{out}");
     assert!(out.contains("[x] Block the card"), "{out}");
+}
+
+fn qa_turns(turns: &[(&str, &str, i64)]) -> Vec<pb::QaTurn> {
+    turns
+        .iter()
+        .map(|(speaker, text, at_ms)| pb::QaTurn {
+            speaker: speaker.to_string(),
+            text: text.to_string(),
+            at_ms: *at_ms,
+        })
+        .collect()
+}
+
+fn rule<'a>(r: &'a pb::ScoreResponse, id: &str) -> &'a pb::RuleResult {
+    r.rules.iter().find(|x| x.id == id).unwrap()
+}
+
+#[tokio::test]
+async fn qa_scores_transcripts_against_the_tenants_rubric() {
+    let Some(model) = model_dir() else { return };
+    let rubrics = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo("packaging/rubrics/bank.toml"),
+        rubrics.path().join("t1.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        rubrics.path().join("t3.toml"),
+        "name = \"broken\"\n[[rules]]\nid = \"x\"\nkind = \"disclosure\"\npatterns = [\"x\"]\n",
+    )
+    .unwrap();
+    let d = demo_daemon_with(
+        &model,
+        &format!("[qa]\nrubrics_dir = \"{}\"\n", rubrics.path().display()),
+    )
+    .await;
+    let mut c = QaServiceClient::new(d.channel().await);
+    let score = |turns: Vec<pb::QaTurn>| pb::ScoreRequest {
+        conversation_id: "q1".into(),
+        agent_id: "agent-7".into(),
+        turns,
+        ..Default::default()
+    };
+
+    // A good contact: every rule passes, with the turn as evidence.
+    let good = c
+        .score(with_token(
+            score(qa_turns(&[
+                (
+                    "agent",
+                    "Good morning, thank you for calling. This call is recorded.",
+                    1_000,
+                ),
+                (
+                    "customer",
+                    "My card 4111 1111 1111 1111 was declined at the shop",
+                    5_000,
+                ),
+                (
+                    "agent",
+                    "I am sorry. Before we continue, can you confirm your date of birth?",
+                    15_000,
+                ),
+                ("customer", "It is the 3rd of May 1980", 20_000),
+                (
+                    "agent",
+                    "Thank you. Your daily limit was reached; I have raised it.",
+                    40_000,
+                ),
+                ("customer", "Great, thanks, that solved it", 45_000),
+                (
+                    "agent",
+                    "Is there anything else I can help you with? Have a nice day.",
+                    50_000,
+                ),
+            ])),
+            &d.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(good.rubric, "Retail bank (en, zh)");
+    assert!(!good.critical_failed, "{good:?}");
+    for r in &good.rules {
+        assert_eq!(r.outcome, "pass", "{}: {}", r.id, r.detail);
+    }
+    assert_eq!(good.total, 100.0);
+    assert_eq!(rule(&good, "greeting").evidence[0].turn_index, 0);
+    assert_eq!(rule(&good, "identity_check").evidence[0].turn_index, 2);
+    assert_eq!(rule(&good, "resolution").evidence[0].turn_index, 5);
+    // Evidence quotes are redacted.
+    let quoted: String = good
+        .rules
+        .iter()
+        .flat_map(|r| r.evidence.iter().map(|e| e.text.clone()))
+        .collect();
+    assert!(!quoted.contains("4111"), "{quoted}");
+
+    // A critical rule fails the contact, with the words and an alert.
+    let bad = c
+        .score(with_token(
+            score(qa_turns(&[
+                ("agent", "Yes?", 1_000),
+                ("customer", "I want to invest my savings", 2_000),
+                (
+                    "agent",
+                    "Our fund has guaranteed returns, you cannot lose",
+                    200_000,
+                ),
+            ])),
+            &d.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(bad.critical_failed);
+    assert_eq!(bad.total, 0.0);
+    let f = rule(&bad, "no_guaranteed_returns");
+    assert_eq!(f.outcome, "fail");
+    assert_eq!(f.evidence[0].turn_index, 2);
+    assert!(f.evidence[0].text.contains("guaranteed returns"));
+    assert!(
+        bad.alerts
+            .iter()
+            .any(|a| a.contains("no_guaranteed_returns")),
+        "{:?}",
+        bad.alerts
+    );
+    assert_eq!(rule(&bad, "response_time").outcome, "fail");
+    assert_eq!(rule(&bad, "recording_notice").outcome, "fail");
+
+    // Chinese.
+    let zh = c
+        .score(with_token(
+            score(qa_turns(&[
+                ("agent", "您好，欢迎致电，本次通话将被录音", 0),
+                ("customer", "我的信用卡被冻结了", 0),
+                (
+                    "agent",
+                    "为了您的账户安全，需要先核实一下您的身份，请提供出生日期",
+                    0,
+                ),
+                ("customer", "好的，问题解决了，谢谢", 0),
+                ("agent", "请问还有其他可以帮您的吗？祝您生活愉快", 0),
+            ])),
+            &d.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    for id in [
+        "greeting",
+        "identity_check",
+        "recording_notice",
+        "closing",
+        "resolution",
+    ] {
+        assert_eq!(
+            rule(&zh, id).outcome,
+            "pass",
+            "{id}: {}",
+            rule(&zh, id).detail
+        );
+    }
+    assert_eq!(rule(&zh, "response_time").outcome, "not_applicable");
+
+    // Bad input names the field; a missing or malformed rubric names the file and key.
+    let err = c
+        .score(with_token(
+            score(qa_turns(&[
+                ("agent", "hi", 5_000),
+                ("customer", "hello", 6_000),
+                ("agent", "x", 1_000),
+            ])),
+            &d.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("turns[2].at_ms"),
+        "{}",
+        err.message()
+    );
+    let err = c
+        .score(with_token(score(Vec::new()), &d.token))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("turns"), "{}", err.message());
+    let t2 = d.create_token(&["qa"], "t2").await;
+    let err = c
+        .score(with_token(score(qa_turns(&[("agent", "hi", 0)])), &t2))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("no rubric for tenant \"t2\""),
+        "{}",
+        err.message()
+    );
+    let t3 = d.create_token(&["qa"], "t3").await;
+    let err = c
+        .score(with_token(score(qa_turns(&[("agent", "hi", 0)])), &t3))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("t3.toml: rules[0].within_turns"),
+        "{}",
+        err.message()
+    );
+    let bot_only = d.create_token(&["bot"], "t1").await;
+    let err = c
+        .score(with_token(
+            score(qa_turns(&[("agent", "hi", 0)])),
+            &bot_only,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // A batch through the CLI.
+    let batch = d.dir.path().join("batch.jsonl");
+    std::fs::write(
+        &batch,
+        concat!(
+            r#"{"conversation_id": "b1", "agent_id": "a1", "turns": [{"speaker": "agent", "text": "Hello, this call is recorded"}, {"speaker": "customer", "text": "thanks, that's all"}]}"#,
+            "\n",
+            r#"{"conversation_id": "b2", "agent_id": "a2", "turns": [{"speaker": "agent", "text": "tell me your PIN"}]}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let addr = format!("unix:{}", d.socket().display());
+    let out = ok(&ctl(&[
+        "--addr",
+        &addr,
+        "--json",
+        "qa",
+        "--tenant",
+        "t1",
+        "score",
+        &batch.display().to_string(),
+    ]));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[1]["conversation_id"], "b2");
+    assert_eq!(lines[1]["critical_failed"], true);
+    assert_eq!(lines[2]["summary"]["scored"], 2);
+    assert_eq!(lines[2]["summary"]["critical_failed"], 1);
 }

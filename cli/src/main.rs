@@ -77,6 +77,8 @@ enum Command {
         #[command(subcommand)]
         command: commands::intents::IntentsCommand,
     },
+    /// QA scoring: score transcripts against the tenant's rubric.
+    Qa(commands::qa::QaArgs),
     /// Agent assist: replay a transcript (JSON lines) through the live stream.
     Assist(commands::assist::AssistArgs),
     /// The bot as a front end calls it: answer a turn, type-ahead, feedback.
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
             Command::Tokens { command } => commands::tokens::run(&cli, command).await,
             Command::Kb(args) => commands::kb::run(&cli, args).await,
             Command::Intents { command } => commands::intents::run(&cli, command).await,
+            Command::Qa(args) => commands::qa::run(&cli, args).await,
             Command::Assist(args) => commands::assist::replay(&cli, args).await,
             Command::Bot(args) => commands::bot::run(&cli, args).await,
             Command::Route(args) => commands::bot::route(&cli, args).await,

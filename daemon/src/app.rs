@@ -13,6 +13,7 @@ use crate::classify::{Classifiers, ClassifyError};
 use crate::config::Config;
 use crate::index::{EmbeddedIndex, IndexError, VectorIndex};
 use crate::kb::{Kb, KbError};
+use crate::qa::Rubrics;
 use crate::redact::Redactor;
 use crate::routing::{PolicyError, RoutingPolicy};
 use crate::store::Store;
@@ -88,6 +89,7 @@ pub struct App {
     classifiers: Classifiers,
     policies: RwLock<Arc<Policies>>,
     suggester: Suggester,
+    rubrics: Rubrics,
     store: Store,
     tokens: Arc<TokenCache>,
     started: Instant,
@@ -119,6 +121,7 @@ impl App {
             classifiers: Classifiers::new(heads),
             policies: RwLock::new(Arc::new(policies)),
             suggester: Suggester::default(),
+            rubrics: Rubrics::default(),
             store,
             tokens,
             started: Instant::now(),
@@ -153,6 +156,10 @@ impl App {
 
     pub fn suggester(&self) -> &Suggester {
         &self.suggester
+    }
+
+    pub fn rubrics(&self) -> &Rubrics {
+        &self.rubrics
     }
 
     pub fn store(&self) -> &Store {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod index;
 pub mod kb;
 pub mod ops;
+pub mod qa;
 pub mod redact;
 pub mod routing;
 pub mod rpc;

@@ -5,4 +5,5 @@ pub mod embed;
 pub mod intents;
 pub mod kb;
 pub mod models;
+pub mod qa;
 pub mod tokens;

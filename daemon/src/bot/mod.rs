@@ -35,6 +35,9 @@ pub enum BotError {
     Inference(#[from] InferenceError),
     #[error("random source: {0}")]
     Random(String),
+    /// Something the site must set up first (e.g. a QA rubric).
+    #[error("{0}")]
+    Precondition(String),
 }
 
 impl From<StoreError> for BotError {

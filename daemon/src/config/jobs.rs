@@ -297,3 +297,22 @@ impl Default for AssistConfig {
         }
     }
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QaConfig {
+    /// One rubric per tenant, `<tenant>.toml`, else `default.toml` (see
+    /// `packaging/rubrics/`). Read when first used and again whenever the file changes.
+    pub rubrics_dir: std::path::PathBuf,
+    /// The head whose "negative" label the sentiment rules read.
+    pub sentiment_classifier: String,
+}
+
+impl Default for QaConfig {
+    fn default() -> Self {
+        Self {
+            rubrics_dir: "/etc/confidant/rubrics".into(),
+            sentiment_classifier: "sentiment".into(),
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use jobs::{
-    AssistConfig, BotConfig, ChecklistItemConfig, PhraseRule, RedactConfig, RiskConfig,
+    AssistConfig, BotConfig, ChecklistItemConfig, PhraseRule, QaConfig, RedactConfig, RiskConfig,
     RoutingConfig,
 };
 
@@ -54,6 +54,7 @@ pub struct Config {
     pub bot: BotConfig,
     pub routing: RoutingConfig,
     pub assist: AssistConfig,
+    pub qa: QaConfig,
     pub redact: RedactConfig,
 }
 

@@ -9,6 +9,7 @@ mod embeddings;
 mod intents;
 mod kb;
 mod observe;
+mod qa;
 mod status;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use confidant_proto::v1::bot_service_server::BotServiceServer;
 use confidant_proto::v1::embedding_service_server::EmbeddingServiceServer;
 use confidant_proto::v1::intent_service_server::IntentServiceServer;
 use confidant_proto::v1::knowledge_base_service_server::KnowledgeBaseServiceServer;
+use confidant_proto::v1::qa_service_server::QaServiceServer;
 use confidant_proto::v1::routing_service_server::RoutingServiceServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
@@ -34,6 +36,7 @@ pub use bot::{BotService, RoutingService};
 pub use embeddings::EmbeddingService;
 pub use intents::IntentService;
 pub use kb::KbService;
+pub use qa::QaService;
 pub use status::ServiceError;
 
 use crate::app::App;
@@ -76,6 +79,7 @@ async fn router(
         .set_serving::<IntentServiceServer<IntentService>>()
         .await;
     health.set_serving::<BotServiceServer<BotService>>().await;
+    health.set_serving::<QaServiceServer<QaService>>().await;
     health
         .set_serving::<AssistServiceServer<AssistService>>()
         .await;
@@ -114,6 +118,10 @@ async fn router(
         .add_service(InterceptedService::new(
             AssistServiceServer::new(AssistService::new(app.clone()))
                 .max_decoding_message_size(max),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            QaServiceServer::new(QaService::new(app.clone())).max_decoding_message_size(max),
             auth.clone(),
         ))
         .add_service(InterceptedService::new(

@@ -101,6 +101,7 @@ impl From<ServiceError> for Status {
                 BotError::Kb(k) => ServiceError::Kb(k),
                 BotError::Classify(c) => ServiceError::Classify(c),
                 BotError::Inference(i) => ServiceError::Inference(i),
+                BotError::Precondition(m) => ServiceError::FailedPrecondition(m),
                 other @ BotError::Random(_) => ServiceError::Bot(other),
             },
             other => other,

@@ -1,0 +1,80 @@
+//! `confidant.v1.QaService`: scores a transcript against the caller's tenant's rubric.
+
+use std::sync::Arc;
+
+use confidant_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::ServiceError;
+use super::observe::observed;
+use crate::app::App;
+use crate::auth::{self, Role};
+use crate::qa::{self, Turn};
+
+pub struct QaService {
+    app: Arc<App>,
+}
+
+impl QaService {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::qa_service_server::QaService for QaService {
+    async fn score(
+        &self,
+        request: Request<pb::ScoreRequest>,
+    ) -> Result<Response<pb::ScoreResponse>, Status> {
+        observed("Score", async {
+            let who = auth::identity(&request)?;
+            who.require_any(&[Role::Qa, Role::Admin])?;
+            let r = request.into_inner();
+            let tenant = who.scope(&r.tenant)?.ok_or_else(|| {
+                ServiceError::invalid(
+                    "tenant",
+                    "required on the local socket (e.g. --tenant bank1)",
+                )
+            })?;
+            let turns: Vec<Turn> = r
+                .turns
+                .into_iter()
+                .map(|t| Turn {
+                    speaker: t.speaker,
+                    text: t.text,
+                    at_ms: t.at_ms,
+                })
+                .collect();
+            let s = qa::score(&self.app, &tenant, &turns).await?;
+            Ok(pb::ScoreResponse {
+                rubric: s.rubric,
+                total: s.total,
+                critical_failed: s.critical_failed,
+                rules: s
+                    .rules
+                    .into_iter()
+                    .map(|o| pb::RuleResult {
+                        id: o.id,
+                        kind: o.kind.as_str().into(),
+                        weight: o.weight,
+                        critical: o.critical,
+                        outcome: o.outcome.into(),
+                        evidence: o
+                            .evidence
+                            .into_iter()
+                            .map(|e| pb::Evidence {
+                                turn_index: e.turn,
+                                text: e.text,
+                                similarity: e.similarity,
+                            })
+                            .collect(),
+                        detail: o.detail,
+                    })
+                    .collect(),
+                alerts: s.alerts,
+            })
+        })
+        .await
+    }
+}

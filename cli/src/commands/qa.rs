@@ -211,7 +211,9 @@ pub async fn run(cli: &Cli, args: &QaArgs) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        table(&["rule", "failed", "share"], &by_rule);
+        if !by_rule.is_empty() {
+            table(&["rule", "failed", "share"], &by_rule);
+        }
     }
     if !errors.is_empty() {
         anyhow::bail!("{} transcripts could not be scored", errors.len());

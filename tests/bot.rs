@@ -1326,7 +1326,7 @@ async fn qa_scores_transcripts_against_the_tenants_rubric() {
     std::fs::write(
         &batch,
         concat!(
-            r#"{"conversation_id": "b1", "agent_id": "a1", "turns": [{"speaker": "agent", "text": "Hello, this call is recorded"}, {"speaker": "customer", "text": "thanks, that's all"}]}"#,
+            r#"{"conversation_id": "b1", "agent_id": "a1", "team": "cards", "customer_id": "cust-q", "turns": [{"speaker": "agent", "text": "Hello, this call is recorded"}, {"speaker": "customer", "text": "thanks, that's all"}]}"#,
             "\n",
             r#"{"conversation_id": "b2", "agent_id": "a2", "turns": [{"speaker": "agent", "text": "tell me your PIN"}]}"#,
             "\n"
@@ -1353,4 +1353,57 @@ async fn qa_scores_transcripts_against_the_tenants_rubric() {
     assert_eq!(lines[1]["critical_failed"], true);
     assert_eq!(lines[2]["summary"]["scored"], 2);
     assert_eq!(lines[2]["summary"]["critical_failed"], 1);
+
+    // Results are stored (re-scoring q1 replaced it; refused calls stored nothing) and
+    // summarised by agent, team and rule.
+    let out = ok(&ctl(&[
+        "--addr", &addr, "--json", "qa", "--tenant", "t1", "report",
+    ]));
+    let rep: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(rep["contacts"], 3, "{rep}");
+    let agents: Vec<&str> = rep["by_agent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["a1", "a2", "agent-7"]);
+    let a2 = &rep["by_agent"][1];
+    assert_eq!(
+        (a2["mean_total"].as_f64(), a2["critical_failed"].as_u64()),
+        (Some(0.0), Some(1))
+    );
+    let pin = rep["by_rule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "no_pin_request")
+        .unwrap();
+    assert_eq!(
+        (pin["failed"].as_u64(), pin["applicable"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let out = ok(&ctl(&["--addr", &addr, "qa", "--tenant", "t1", "report"]));
+    assert!(
+        out.contains("agent-7") && out.contains("no_pin_request"),
+        "{out}"
+    );
+    // Erasure covers QA results.
+    let out = ok(&ctl(&[
+        "--addr",
+        &addr,
+        "--json",
+        "purge",
+        "--tenant",
+        "t1",
+        "--customer",
+        "cust-q",
+    ]));
+    let erased: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(erased["qa_results"], 1, "{erased}");
+    let out = ok(&ctl(&[
+        "--addr", &addr, "--json", "qa", "--tenant", "t1", "report",
+    ]));
+    let rep: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(rep["contacts"], 2, "{rep}");
 }

@@ -449,12 +449,12 @@ pub async fn purge(cli: &Cli, args: &PurgeArgs) -> anyhow::Result<()> {
     if cli.json {
         json(&json!({
             "conversations": r.conversations, "turns": r.turns,
-            "decisions": r.decisions, "routes": r.routes,
+            "decisions": r.decisions, "routes": r.routes, "qa_results": r.qa_results,
         }));
     } else {
         println!(
-            "erased: {} conversations ({} turns, {} decisions), {} routing records",
-            r.conversations, r.turns, r.decisions, r.routes
+            "erased: {} conversations ({} turns, {} decisions), {} routing records, {} QA results",
+            r.conversations, r.turns, r.decisions, r.routes, r.qa_results
         );
     }
     Ok(())

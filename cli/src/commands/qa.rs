@@ -29,7 +29,14 @@ pub struct QaArgs {
 
 #[derive(Subcommand)]
 enum QaCommand {
-    /// Score every transcript of a JSON-lines file against the tenant's rubric.
+    /// Stored results by agent, team and rule.
+    Report {
+        /// Only results of the last this many hours (0: all).
+        #[arg(long, default_value_t = 0)]
+        hours: u64,
+    },
+    /// Score every transcript of a JSON-lines file against the tenant's rubric (results
+    /// are stored by conversation id).
     Score {
         file: PathBuf,
         /// Transcripts scored at once.
@@ -53,6 +60,8 @@ struct Transcript {
     agent_id: String,
     #[serde(default)]
     team: String,
+    #[serde(default)]
+    customer_id: String,
     turns: Vec<TurnLine>,
 }
 
@@ -73,6 +82,7 @@ fn read(file: &PathBuf) -> anyhow::Result<Vec<(usize, pb::ScoreRequest)>> {
                 conversation_id: t.conversation_id,
                 agent_id: t.agent_id,
                 team: t.team,
+                customer_id: t.customer_id,
                 turns: t
                     .turns
                     .into_iter()
@@ -89,7 +99,84 @@ fn read(file: &PathBuf) -> anyhow::Result<Vec<(usize, pb::ScoreRequest)>> {
 }
 
 pub async fn run(cli: &Cli, args: &QaArgs) -> anyhow::Result<()> {
-    let QaCommand::Score { file, concurrency } = &args.command;
+    match &args.command {
+        QaCommand::Score { file, concurrency } => score(cli, args, file, *concurrency).await,
+        QaCommand::Report { hours } => report(cli, args, *hours).await,
+    }
+}
+
+async fn report(cli: &Cli, args: &QaArgs, hours: u64) -> anyhow::Result<()> {
+    let since_ms = if hours == 0 {
+        0
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        now - hours as i64 * 3_600_000
+    };
+    let mut c = QaServiceClient::new(client::connect(cli).await?);
+    let r = c
+        .report(pb::QaReportRequest {
+            tenant: args.tenant.clone(),
+            since_ms,
+        })
+        .await?
+        .into_inner();
+    let group = |g: &pb::QaGroup| json!({"name": g.name, "contacts": g.contacts, "mean_total": g.mean_total, "critical_failed": g.critical_failed});
+    if cli.json {
+        json(&json!({
+            "contacts": r.contacts,
+            "by_agent": r.by_agent.iter().map(group).collect::<Vec<_>>(),
+            "by_team": r.by_team.iter().map(group).collect::<Vec<_>>(),
+            "by_rule": r.by_rule.iter().map(|x| json!({"id": x.id, "failed": x.failed, "applicable": x.applicable})).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    println!("{} contacts scored", r.contacts);
+    for (title, groups) in [("agent", &r.by_agent), ("team", &r.by_team)] {
+        println!();
+        let rows: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| {
+                vec![
+                    if g.name.is_empty() {
+                        "(none)".into()
+                    } else {
+                        g.name.clone()
+                    },
+                    g.contacts.to_string(),
+                    format!("{:.1}", g.mean_total),
+                    g.critical_failed.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &[title, "contacts", "mean score", "critical failures"],
+            &rows,
+        );
+    }
+    println!();
+    let rows: Vec<Vec<String>> = r
+        .by_rule
+        .iter()
+        .map(|x| {
+            vec![
+                x.id.clone(),
+                x.failed.to_string(),
+                x.applicable.to_string(),
+                format!(
+                    "{:.1}%",
+                    x.failed as f64 * 100.0 / x.applicable.max(1) as f64
+                ),
+            ]
+        })
+        .collect();
+    table(&["rule", "failed", "applicable", "fail rate"], &rows);
+    Ok(())
+}
+
+async fn score(cli: &Cli, args: &QaArgs, file: &PathBuf, concurrency: u32) -> anyhow::Result<()> {
     let batch = read(file)?;
     let conn = client::connect(cli).await?;
     let bar = ProgressBar::new(batch.len() as u64);
@@ -102,7 +189,7 @@ pub async fn run(cli: &Cli, args: &QaArgs) -> anyhow::Result<()> {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let started = Instant::now();
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(*concurrency as usize));
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency as usize));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (line, mut req)) in batch.into_iter().enumerate() {
         req.tenant = args.tenant.clone();

@@ -167,6 +167,8 @@ pub struct RetentionConfig {
     /// Bot conversations (turns, decisions) idle this many days, and routing records this
     /// old, are deleted; 0 keeps them for ever.
     pub conversation_days: u64,
+    /// QA results older than this many days are deleted; 0 keeps them for ever.
+    pub qa_days: u64,
     /// How often the retention task runs.
     pub interval_seconds: u64,
 }
@@ -176,6 +178,7 @@ impl Default for RetentionConfig {
         Self {
             audit_days: 400,
             conversation_days: 90,
+            qa_days: 400,
             interval_seconds: 3600,
         }
     }

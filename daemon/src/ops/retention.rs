@@ -27,6 +27,12 @@ pub async fn enforce(app: &App) -> Result<u64, crate::store::StoreError> {
         count("routing_decisions", e.routes);
         total += e.conversations + e.turns + e.decisions + e.routes;
     }
+    if cfg.qa_days > 0 {
+        let before = now_ms() - cfg.qa_days as i64 * DAY_MS;
+        let n = app.store().erase_qa_before(before).await?;
+        count("qa_results", n);
+        total += n;
+    }
     if total > 0 {
         tracing::info!(deleted = total, "retention: expired records deleted");
     }

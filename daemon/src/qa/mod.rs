@@ -14,6 +14,7 @@ use confidant_inference::InputKind;
 
 use crate::app::App;
 use crate::bot::{self, BotError};
+use crate::store::QaRecord;
 pub use rubric::{Kind, Position, Rubric, RubricError, Rule};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -397,8 +398,38 @@ fn validate(app: &App, turns: &[Turn]) -> Result<(), BotError> {
     Ok(())
 }
 
-/// Scores one transcript for `tenant`.
-pub async fn score(app: &App, tenant: &str, turns: &[Turn]) -> Result<Scored, BotError> {
+/// Who and what a scored contact was, for the stored result.
+#[derive(Debug, Clone, Default)]
+pub struct Contact {
+    pub conversation_id: String,
+    pub customer_id: String,
+    pub agent_id: String,
+    pub team: String,
+}
+
+/// Scores one transcript for `tenant` and stores the result (scores and rule outcomes,
+/// no text) when the contact has a conversation id.
+pub async fn score(
+    app: &App,
+    tenant: &str,
+    contact: &Contact,
+    turns: &[Turn],
+) -> Result<Scored, BotError> {
+    if !contact.conversation_id.is_empty() {
+        bot::check_id("conversation_id", &contact.conversation_id)?;
+    }
+    for (field, v) in [
+        ("customer_id", &contact.customer_id),
+        ("agent_id", &contact.agent_id),
+        ("team", &contact.team),
+    ] {
+        if v.chars().count() > bot::MAX_ID_CHARS {
+            return Err(bot::invalid(
+                field,
+                format!("at most {} characters", bot::MAX_ID_CHARS),
+            ));
+        }
+    }
     validate(app, turns)?;
     let loaded = app.rubrics().get(app, tenant).await?;
     let texts: Vec<String> = turns.iter().map(|t| t.text.clone()).collect();
@@ -445,6 +476,27 @@ pub async fn score(app: &App, tenant: &str, turns: &[Turn]) -> Result<Scored, Bo
             metrics::counter!("confidant_qa_rule_failures_total", "rule" => r.id.clone())
                 .increment(1);
         }
+    }
+    if !contact.conversation_id.is_empty() {
+        app.store()
+            .qa_record(
+                tenant,
+                &QaRecord {
+                    conversation_id: contact.conversation_id.clone(),
+                    customer_id: contact.customer_id.clone(),
+                    agent_id: contact.agent_id.clone(),
+                    team: contact.team.clone(),
+                    rubric: scored.rubric.clone(),
+                    total: scored.total,
+                    critical_failed: scored.critical_failed,
+                    outcomes: scored
+                        .rules
+                        .iter()
+                        .map(|r| (r.id.clone(), r.outcome.to_string()))
+                        .collect(),
+                },
+            )
+            .await?;
     }
     Ok(scored)
 }

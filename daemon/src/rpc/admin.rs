@@ -284,8 +284,8 @@ impl pb::admin_service_server::AdminService for AdminService {
             let digest = sha2::Sha256::digest(format!("{tenant}\u{0}{}", r.customer_id));
             let target = format!("customer-sha256:{}", &hex::encode(digest)[..16]);
             let detail = format!(
-                "{} conversations, {} turns, {} decisions, {} routing records",
-                e.conversations, e.turns, e.decisions, e.routes
+                "{} conversations, {} turns, {} decisions, {} routing records, {} QA results",
+                e.conversations, e.turns, e.decisions, e.routes, e.qa_results
             );
             self.audit(&who, &tenant, "customer.erase", &target, &detail)
                 .await?;
@@ -294,6 +294,7 @@ impl pb::admin_service_server::AdminService for AdminService {
                 turns: e.turns,
                 decisions: e.decisions,
                 routes: e.routes,
+                qa_results: e.qa_results,
             })
         })
         .await

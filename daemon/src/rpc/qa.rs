@@ -9,7 +9,7 @@ use super::ServiceError;
 use super::observe::observed;
 use crate::app::App;
 use crate::auth::{self, Role};
-use crate::qa::{self, Turn};
+use crate::qa::{self, Contact, Turn};
 
 pub struct QaService {
     app: Arc<App>,
@@ -46,7 +46,13 @@ impl pb::qa_service_server::QaService for QaService {
                     at_ms: t.at_ms,
                 })
                 .collect();
-            let s = qa::score(&self.app, &tenant, &turns).await?;
+            let contact = Contact {
+                conversation_id: r.conversation_id,
+                customer_id: r.customer_id,
+                agent_id: r.agent_id,
+                team: r.team,
+            };
+            let s = qa::score(&self.app, &tenant, &contact, &turns).await?;
             Ok(pb::ScoreResponse {
                 rubric: s.rubric,
                 total: s.total,
@@ -73,6 +79,45 @@ impl pb::qa_service_server::QaService for QaService {
                     })
                     .collect(),
                 alerts: s.alerts,
+            })
+        })
+        .await
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::QaReportRequest>,
+    ) -> Result<Response<pb::QaReportResponse>, Status> {
+        observed("QaReport", async {
+            let who = auth::identity(&request)?;
+            who.require_any(&[Role::Qa, Role::Admin])?;
+            let r = request.into_inner();
+            let tenant = who.scope(&r.tenant)?.ok_or_else(|| {
+                ServiceError::invalid(
+                    "tenant",
+                    "required on the local socket (e.g. --tenant bank1)",
+                )
+            })?;
+            let rep = self.app.store().qa_report(&tenant, r.since_ms).await?;
+            let group = |g: crate::store::QaGroup| pb::QaGroup {
+                name: g.name,
+                contacts: g.contacts,
+                mean_total: g.mean_total,
+                critical_failed: g.critical_failed,
+            };
+            Ok(pb::QaReportResponse {
+                contacts: rep.contacts,
+                by_agent: rep.by_agent.into_iter().map(group).collect(),
+                by_team: rep.by_team.into_iter().map(group).collect(),
+                by_rule: rep
+                    .by_rule
+                    .into_iter()
+                    .map(|(id, (failed, applicable))| pb::QaRuleSummary {
+                        id,
+                        failed,
+                        applicable,
+                    })
+                    .collect(),
             })
         })
         .await

@@ -79,6 +79,7 @@ pub struct Erased {
     pub turns: u64,
     pub decisions: u64,
     pub routes: u64,
+    pub qa_results: u64,
 }
 
 const CONVERSATION: &str = "tenant, id, customer_id, channel, lang, started_at, turns, failures, \
@@ -501,7 +502,7 @@ impl Store {
     }
 
     /// Erases everything held about one customer of one tenant: conversations with their
-    /// turns and decisions, and routing records. One transaction.
+    /// turns and decisions, routing records and QA results. One transaction.
     pub async fn erase_customer(
         &self,
         tenant: &str,
@@ -539,17 +540,26 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        let qa_results =
+            sqlx::query("DELETE FROM qa_results WHERE tenant = $1 AND customer_id = $2")
+                .bind(tenant)
+                .bind(customer_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         tx.commit().await?;
         Ok(Erased {
             conversations,
             turns,
             decisions,
             routes,
+            qa_results,
         })
     }
 
     /// Erases conversations (with turns and decisions) last active before `before_ms`, and
-    /// routing records made before it.
+    /// routing records made before it (QA results have their own window:
+    /// `erase_qa_before`).
     pub async fn erase_conversations_before(&self, before_ms: i64) -> Result<Erased, StoreError> {
         let mut tx = self.write_tx().await?;
         // Children first, matched on both key columns with EXISTS (portable to both
@@ -588,6 +598,16 @@ impl Store {
             turns,
             decisions,
             routes,
+            qa_results: 0,
         })
+    }
+
+    /// Erases QA results stored before `before_ms`.
+    pub async fn erase_qa_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM qa_results WHERE at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 }

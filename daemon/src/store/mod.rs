@@ -5,6 +5,7 @@
 mod audit;
 mod conversations;
 mod kb;
+mod qa;
 mod tokens;
 
 use std::borrow::Cow;
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, SqlSafeStr};
 pub use audit::{AuditEntry, AuditFilter};
 pub use conversations::{Conversation, Decision, Erased, Report, RouteRecord, Turn};
 pub use kb::{ArticleRow, ArticleState, Upserted};
+pub use qa::{QaGroup, QaRecord, QaReport};
 pub use tokens::TokenRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "conversations and routing",
         include_str!("../../migrations/sqlite/0003_conversations.sql"),
     ),
+    (
+        4,
+        "qa results",
+        include_str!("../../migrations/sqlite/0004_qa.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -75,6 +82,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "conversations and routing",
         include_str!("../../migrations/postgres/0003_conversations.sql"),
+    ),
+    (
+        4,
+        "qa results",
+        include_str!("../../migrations/postgres/0004_qa.sql"),
     ),
 ];
 

@@ -226,7 +226,8 @@ async fn conversations_decisions_feedback_report_and_erasure() {
                 conversations: 1,
                 turns: 2,
                 decisions: 2,
-                routes: 1
+                routes: 1,
+                qa_results: 0,
             },
             "{}",
             db.name
@@ -240,6 +241,62 @@ async fn conversations_decisions_feedback_report_and_erasure() {
             (1, 1, 1, 1)
         );
         assert_eq!(s.report("t1", 0).await.unwrap(), Report::default());
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test]
+async fn qa_results_replace_report_and_erase() {
+    for db in backends("qa_results_replace_report_and_erase").await {
+        let s = &db.store;
+        let rec = |id: &str, agent: &str, total: f64, critical: bool, fail: &str| QaRecord {
+            conversation_id: id.into(),
+            customer_id: format!("cust-{id}"),
+            agent_id: agent.into(),
+            team: "cards".into(),
+            rubric: "r".into(),
+            total,
+            critical_failed: critical,
+            outcomes: [
+                ("greeting".to_string(), fail.to_string()),
+                ("gap".to_string(), "not_applicable".to_string()),
+            ]
+            .into(),
+        };
+        s.qa_record("t1", &rec("c1", "a1", 50.0, false, "fail"))
+            .await
+            .unwrap();
+        // Re-scoring replaces.
+        s.qa_record("t1", &rec("c1", "a1", 80.0, false, "pass"))
+            .await
+            .unwrap();
+        s.qa_record("t1", &rec("c2", "a1", 0.0, true, "fail"))
+            .await
+            .unwrap();
+        s.qa_record("t1", &rec("c3", "a2", 100.0, false, "pass"))
+            .await
+            .unwrap();
+        s.qa_record("t2", &rec("c9", "a9", 10.0, false, "fail"))
+            .await
+            .unwrap();
+        let r = s.qa_report("t1", 0).await.unwrap();
+        assert_eq!(r.contacts, 3, "{}", db.name);
+        assert_eq!(r.by_agent.len(), 2);
+        assert_eq!(r.by_agent[0].name, "a1");
+        assert_eq!(r.by_agent[0].contacts, 2);
+        assert!(
+            (r.by_agent[0].mean_total - 40.0).abs() < 1e-9,
+            "{}",
+            db.name
+        );
+        assert_eq!(r.by_agent[0].critical_failed, 1);
+        assert_eq!(r.by_team.len(), 1);
+        assert_eq!(r.by_rule.get("greeting"), Some(&(1, 3)));
+        assert_eq!(r.by_rule.get("gap"), Some(&(0, 0)));
+        let e = s.erase_customer("t1", "cust-c2").await.unwrap();
+        assert_eq!(e.qa_results, 1);
+        assert_eq!(s.qa_report("t1", 0).await.unwrap().contacts, 2);
+        assert_eq!(s.erase_qa_before(now_ms() + 1).await.unwrap(), 3);
         db.drop_schema().await;
     }
 }

@@ -6,26 +6,14 @@ use std::sync::Arc;
 use confidant_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::ServiceError;
 use super::observe::observed;
+use super::{ServiceError, scoped};
 use crate::app::App;
-use crate::auth::{self, Role};
+use crate::auth::Role;
 use crate::bot::{self, AnswerInput, Customer, Handoff, IntentGuess, Outcome};
 use crate::routing::{self, Priority, RouteInput};
 
 const MAX_SUGGESTIONS: u32 = 20;
-
-/// The tenant a call acts on, for a caller holding one of `roles`.
-fn scoped<T>(req: &Request<T>, roles: &[Role], requested: &str) -> Result<String, ServiceError> {
-    let who = auth::identity(req)?;
-    who.require_any(roles)?;
-    who.scope(requested)?.ok_or_else(|| {
-        ServiceError::invalid(
-            "tenant",
-            "required on the local socket (e.g. --tenant bank1)",
-        )
-    })
-}
 
 fn customer(c: Option<pb::CustomerAttributes>) -> Customer {
     let c = c.unwrap_or_default();

@@ -136,6 +136,23 @@ async fn router(
         )))
 }
 
+/// The tenant a call acts on, for a caller holding one of `roles`: a token's own; the
+/// local operator must name one.
+pub(crate) fn scoped<T>(
+    req: &tonic::Request<T>,
+    roles: &[crate::auth::Role],
+    requested: &str,
+) -> Result<String, ServiceError> {
+    let who = crate::auth::identity(req)?;
+    who.require_any(roles)?;
+    who.scope(requested)?.ok_or_else(|| {
+        ServiceError::invalid(
+            "tenant",
+            "required on the local socket (e.g. --tenant bank1)",
+        )
+    })
+}
+
 /// The checks every text-taking call makes, naming the offending `texts[i]`.
 pub(crate) fn check_texts(
     texts: &[String],

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use confidant_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::ServiceError;
 use super::observe::observed;
+use super::scoped;
 use crate::app::App;
-use crate::auth::{self, Role};
+use crate::auth::Role;
 use crate::qa::{self, Contact, Turn};
 
 pub struct QaService {
@@ -28,15 +28,12 @@ impl pb::qa_service_server::QaService for QaService {
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
         observed("Score", async {
-            let who = auth::identity(&request)?;
-            who.require_any(&[Role::Qa, Role::Admin])?;
+            let tenant = scoped(
+                &request,
+                &[Role::Qa, Role::Admin],
+                &request.get_ref().tenant,
+            )?;
             let r = request.into_inner();
-            let tenant = who.scope(&r.tenant)?.ok_or_else(|| {
-                ServiceError::invalid(
-                    "tenant",
-                    "required on the local socket (e.g. --tenant bank1)",
-                )
-            })?;
             let turns: Vec<Turn> = r
                 .turns
                 .into_iter()
@@ -89,15 +86,12 @@ impl pb::qa_service_server::QaService for QaService {
         request: Request<pb::QaReportRequest>,
     ) -> Result<Response<pb::QaReportResponse>, Status> {
         observed("QaReport", async {
-            let who = auth::identity(&request)?;
-            who.require_any(&[Role::Qa, Role::Admin])?;
+            let tenant = scoped(
+                &request,
+                &[Role::Qa, Role::Admin],
+                &request.get_ref().tenant,
+            )?;
             let r = request.into_inner();
-            let tenant = who.scope(&r.tenant)?.ok_or_else(|| {
-                ServiceError::invalid(
-                    "tenant",
-                    "required on the local socket (e.g. --tenant bank1)",
-                )
-            })?;
             let rep = self.app.store().qa_report(&tenant, r.since_ms).await?;
             let group = |g: crate::store::QaGroup| pb::QaGroup {
                 name: g.name,

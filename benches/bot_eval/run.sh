@@ -7,12 +7,14 @@
 # database and index).
 #
 #   benches/bot_eval/run.sh          # SETTINGS="0.6:0.03 0.6:0.06 0.6:0.1 0.5:0.06 0.7:0.06 0.8:0.06"
+#   MODEL=models/multilingual-e5-small SETTINGS="0.88:0.01 0.9:0.01 0.9:0.02 0.92:0.01" benches/bot_eval/run.sh
 #
-# Needs ../shared/data and the default model (models/install-default).
+# Needs ../shared/data and the default model (models/install-default), or MODEL.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-cargo build --locked --bins >&2
+[ -n "${NO_BUILD:-}" ] || cargo build --locked --bins >&2
 models/install-default >/dev/null
+model="$(cd "${MODEL:-models/all-MiniLM-L6-v2}" && pwd)"
 work="$(mktemp -d)"
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
@@ -31,7 +33,7 @@ listen = "127.0.0.1:0"
 unix_socket = "$work/confidantd.sock"
 metrics_listen = ""
 [model]
-dir = "$(pwd)/models/all-MiniLM-L6-v2"
+dir = "$model"
 [storage]
 url = "sqlite://$work/confidant.db"
 [index]

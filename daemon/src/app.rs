@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use confidant_inference::{Batcher, EmbeddingModel, InferenceError};
+use confidant_inference::{Batcher, EmbeddingModel, InferenceError, Scores};
 
 use crate::assist::AssistPolicy;
 use crate::auth::TokenCache;
@@ -28,15 +28,17 @@ pub struct Policies {
 }
 
 impl Policies {
-    pub fn new(config: &Config) -> Result<Self, PolicyError> {
+    /// `scores`: the serving model's thresholds (its manifest's `[scores]`), which the
+    /// config's own keys override.
+    pub fn new(config: &Config, scores: &Scores) -> Result<Self, PolicyError> {
         let routing = RoutingPolicy::new(&config.routing)?;
-        let bot = BotPolicy::new(&config.bot, &routing)?;
+        let bot = BotPolicy::new(&config.bot, &routing, scores)?;
         let redactor = Redactor::new(&config.redact.patterns).map_err(|e| PolicyError {
             key: format!("redact.patterns[{}]", e.index),
             message: e.to_string(),
         })?;
         Ok(Self {
-            assist: AssistPolicy::new(&config.assist)?,
+            assist: AssistPolicy::new(&config.assist, scores)?,
             bot,
             routing,
             redactor,
@@ -111,9 +113,9 @@ impl App {
         let heads =
             crate::classify::load_dir(&config.classifiers.dir, &model.manifest().fingerprint())?;
         let index: Arc<dyn VectorIndex> = Arc::new(open_index(&config, &model)?);
+        let policies = Policies::new(&config, &model.manifest().scores)?;
         let batcher = Arc::new(Batcher::new(model, config.batcher())?);
         let kb = Kb::new(store.clone(), index, batcher.clone(), config.kb_settings())?;
-        let policies = Policies::new(&config)?;
         Ok(Self {
             config: RwLock::new(Arc::new(config)),
             batcher,
@@ -192,7 +194,7 @@ impl App {
             .into());
         }
         let heads = crate::classify::load_dir(&config.classifiers.dir, &serving)?;
-        let policies = Arc::new(Policies::new(&config)?);
+        let policies = Arc::new(Policies::new(&config, &model.manifest().scores)?);
         metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
         self.batcher.swap(model);
         self.classifiers.swap(heads);

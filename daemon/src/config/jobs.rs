@@ -12,11 +12,14 @@ use crate::redact::CustomPattern;
 #[serde(deny_unknown_fields, default)]
 pub struct BotConfig {
     /// The best article's dense similarity must reach this for the bot to answer…
-    pub min_score: f32,
-    /// …per language where the encoder is weaker (e.g. `{ zh = 0.8 }`).
+    /// (unset: the model manifest's `scores.answer`, else 0.6)
+    pub min_score: Option<f32>,
+    /// …per language where the encoder is weaker (e.g. `{ zh = 0.8 }`; a language named
+    /// here overrides the manifest's `scores.answer_by_lang`)…
     pub min_score_by_lang: BTreeMap<String, f32>,
-    /// …and lead the runner-up by this much; closer articles are offered as choices.
-    pub min_margin: f32,
+    /// …and lead the runner-up by this much; closer articles are offered as choices
+    /// (unset: the manifest's `scores.answer_margin`, else 0.06).
+    pub min_margin: Option<f32>,
     /// At most this many choices in a "did you mean…".
     pub max_choices: usize,
     /// Failures (turns without an answer, answers that did not help) before a hand-off.
@@ -35,10 +38,11 @@ pub struct BotConfig {
 impl Default for BotConfig {
     fn default() -> Self {
         Self {
-            min_score: 0.6,
-            // The default encoder is English; Chinese turns must match more closely.
-            min_score_by_lang: [("zh".to_string(), 0.8)].into(),
-            min_margin: 0.06,
+            // Similarities mean different things per model: the thresholds measured for
+            // each model live in its manifest.
+            min_score: None,
+            min_score_by_lang: BTreeMap::new(),
+            min_margin: None,
             max_choices: 3,
             max_failures: 2,
             followup_words: 6,
@@ -209,9 +213,10 @@ pub struct PhraseRule {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AssistConfig {
-    /// Articles suggested per customer turn, at most, and the dense similarity they need.
+    /// Articles suggested per customer turn, at most, and the dense similarity they need
+    /// (unset: the model manifest's `scores.suggest`, else 0.5).
     pub max_articles: usize,
-    pub min_score: f32,
+    pub min_score: Option<f32>,
     pub intent_classifier: String,
     pub sentiment_classifier: String,
     /// Alert when the customer's negative-sentiment probability reaches this, having been
@@ -246,7 +251,7 @@ impl Default for AssistConfig {
     fn default() -> Self {
         Self {
             max_articles: 3,
-            min_score: 0.5,
+            min_score: None,
             intent_classifier: "intent".into(),
             sentiment_classifier: "sentiment".into(),
             negative_alert: 0.7,

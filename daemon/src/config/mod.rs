@@ -474,7 +474,10 @@ impl Config {
         if self.classifiers.default.is_empty() {
             return Err(invalid("classifiers.default", "must name a classifier"));
         }
-        crate::app::Policies::new(self).map_err(|e| invalid(&e.key, e.message))?;
+        // The model's own thresholds were checked when its manifest was read; here only
+        // the config's values are.
+        crate::app::Policies::new(self, &confidant_inference::Scores::default())
+            .map_err(|e| invalid(&e.key, e.message))?;
         if self.retention.interval_seconds == 0 {
             return Err(invalid("retention.interval_seconds", "must be positive"));
         }
@@ -587,7 +590,8 @@ mod tests {
             c.routing.queues.get("lost_card").map(String::as_str),
             Some("cards")
         );
-        assert_eq!(c.bot.min_score_by_lang.get("zh"), Some(&0.8));
+        // Thresholds are the model's (its manifest) unless the site sets them.
+        assert_eq!(c.bot.min_score, None);
         // Four built-in risk categories stay when the file sets none.
         assert_eq!(c.routing.risk.len(), 4);
     }

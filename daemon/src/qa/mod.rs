@@ -344,8 +344,15 @@ impl Rubrics {
                 path.display()
             ))
         })?;
-        let rubric =
-            Rubric::parse(&path, &text).map_err(|e| BotError::Precondition(e.to_string()))?;
+        let similarity = app
+            .batcher()
+            .current()
+            .manifest()
+            .scores
+            .exemplar
+            .unwrap_or(rubric::DEFAULT_MIN_SIMILARITY);
+        let rubric = Rubric::parse(&path, &text, similarity)
+            .map_err(|e| BotError::Precondition(e.to_string()))?;
         let texts = rubric.exemplars();
         let mut exemplars = Vec::with_capacity(texts.len());
         for group in texts.chunks(64) {
@@ -507,7 +514,7 @@ mod tests {
     use std::path::Path;
 
     fn rubric(text: &str) -> Rubric {
-        Rubric::parse(Path::new("t.toml"), text).unwrap()
+        Rubric::parse(Path::new("t.toml"), text, rubric::DEFAULT_MIN_SIMILARITY).unwrap()
     }
 
     fn t(speaker: &str, text: &str, at_ms: i64) -> Turn {

@@ -68,8 +68,9 @@ struct RuleFile {
     patterns: Vec<String>,
     #[serde(default)]
     exemplars: Vec<String>,
-    #[serde(default = "similarity")]
-    min_similarity: f32,
+    /// Unset: the serving model's `scores.exemplar` (similarities are model-specific).
+    #[serde(default)]
+    min_similarity: Option<f32>,
     #[serde(default)]
     max_gap_seconds: u32,
     #[serde(default = "tolerance")]
@@ -81,9 +82,8 @@ struct RuleFile {
 fn one() -> f32 {
     1.0
 }
-fn similarity() -> f32 {
-    0.7
-}
+/// Where neither the rule nor the model's manifest says.
+pub const DEFAULT_MIN_SIMILARITY: f32 = 0.7;
 fn tolerance() -> f32 {
     0.1
 }
@@ -130,7 +130,9 @@ pub struct RubricError {
 }
 
 impl Rubric {
-    pub fn parse(file: &Path, text: &str) -> Result<Self, RubricError> {
+    /// `default_similarity`: the exemplar threshold of rules that set none (the serving
+    /// model's `scores.exemplar`).
+    pub fn parse(file: &Path, text: &str, default_similarity: f32) -> Result<Self, RubricError> {
         let f = file.display().to_string();
         let err = |key: String, message: String| RubricError {
             file: f.clone(),
@@ -157,7 +159,8 @@ impl Rubric {
             if !(r.weight.is_finite() && r.weight >= 0.0) {
                 return Err(err(key("weight"), "must be a non-negative number".into()));
             }
-            if !(0.0..=1.0).contains(&r.min_similarity) {
+            let min_similarity = r.min_similarity.unwrap_or(default_similarity);
+            if !(0.0..=1.0).contains(&min_similarity) {
                 return Err(err(key("min_similarity"), "must be between 0 and 1".into()));
             }
             let speaker = r.speaker.clone().unwrap_or_else(|| {
@@ -210,7 +213,7 @@ impl Rubric {
                 within_seconds: r.within_seconds,
                 patterns,
                 exemplars: r.exemplars,
-                min_similarity: r.min_similarity,
+                min_similarity,
                 max_gap_seconds: r.max_gap_seconds,
                 tolerance: r.tolerance,
                 message: r.message,
@@ -247,7 +250,7 @@ mod tests {
                 include_str!("../../../packaging/rubrics/hospital.toml"),
             ),
         ] {
-            let r = Rubric::parse(Path::new(name), text).unwrap();
+            let r = Rubric::parse(Path::new(name), text, DEFAULT_MIN_SIMILARITY).unwrap();
             assert!(r.rules.len() >= 6, "{name}");
             assert!(r.rules.iter().any(|r| r.critical), "{name}");
         }
@@ -255,7 +258,11 @@ mod tests {
 
     #[test]
     fn malformed_rubrics_name_the_key() {
-        let bad = |text: &str| Rubric::parse(Path::new("x.toml"), text).unwrap_err().key;
+        let bad = |text: &str| {
+            Rubric::parse(Path::new("x.toml"), text, DEFAULT_MIN_SIMILARITY)
+                .unwrap_err()
+                .key
+        };
         assert_eq!(bad("name = \"x\"\nrules = []\n"), "rules");
         assert_eq!(
             bad("name = \"x\"\n[[rules]]\nid = \"a\"\nkind = \"required_phrase\"\n"),
@@ -275,7 +282,12 @@ mod tests {
             bad("name = \"x\"\n[[rules]]\nid = \"a\"\nkind = \"telepathy\"\n"),
             "(file)"
         );
-        let e = Rubric::parse(Path::new("x.toml"), "name = \"x\"\n[[rules]]\nid = \"a\"\nkind = \"response_gap\"\nmax_gap_seconds = 5\n[[rules]]\nid = \"a\"\nkind = \"sentiment\"\n").unwrap_err();
+        let e = Rubric::parse(
+            Path::new("x.toml"),
+            "name = \"x\"\n[[rules]]\nid = \"a\"\nkind = \"response_gap\"\nmax_gap_seconds = 5\n[[rules]]\nid = \"a\"\nkind = \"sentiment\"\n",
+            DEFAULT_MIN_SIMILARITY,
+        )
+        .unwrap_err();
         assert_eq!(e.key, "rules[1].id");
         assert!(e.to_string().starts_with("x.toml: rules[1].id"));
     }

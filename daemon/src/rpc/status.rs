@@ -52,6 +52,7 @@ fn inference_code(e: &InferenceError) -> Code {
         | E::FileMissing { .. }
         | E::Config { .. }
         | E::Tokenizer(_)
+        | E::Import { .. }
         | E::Io { .. } => Code::FailedPrecondition,
         E::Device(_) | E::Compute(_) => Code::Internal,
     }

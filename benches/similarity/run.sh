@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Paraphrase detection (ROC AUC of cosine similarity) and embedding throughput of the
 # default English model and the multilingual one, side by side in the same run:
-#   - pairs_zh.csv: 146 Chinese bank and hospital question pairs written for Confidant
-#     (73 paraphrases; the others share the topic but ask something else)
+#   - pairs_zh.csv: 242 Chinese bank and hospital question pairs written for Confidant
+#     (121 paraphrases; the others share the topic but ask something else)
 #   - pairs_en.csv: 98 English pairs of the same kind
 #   - ../shared/data/covid_qa/eval_question_similarity_en.csv: 488 labelled COVID-QA pairs
 # then embed-throughput on ../shared/bench/utterances_2000.txt for each model (2 threads,

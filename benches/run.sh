@@ -19,7 +19,7 @@ st_python="${ST_PYTHON:-/opt/st-venv/bin/python}"
 models/install-default >/dev/null
 # The dev profile optimises every dependency (Candle, gemm, tokenizers) at opt-level 3,
 # which is where the time goes; it shares the build with the test suite.
-cargo build --locked -p confidant-benches --bin embed-throughput 2>/dev/null
+cargo build --locked --bins >&2
 ours=$(RAYON_NUM_THREADS="$threads" target/debug/embed-throughput "$model" "$sentences" --batch "$batch" "$@")
 echo "$ours"
 if [ -x "$st_python" ]; then

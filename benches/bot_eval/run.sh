@@ -8,6 +8,8 @@
 #
 #   benches/bot_eval/run.sh          # SETTINGS="0.6:0.03 0.6:0.06 0.6:0.1 0.5:0.06 0.7:0.06 0.8:0.06"
 #   MODEL=models/multilingual-e5-small SETTINGS="0.88:0.01 0.9:0.01 0.9:0.02 0.92:0.01" benches/bot_eval/run.sh
+#   DATASET=zh MODEL=models/multilingual-e5-small SETTINGS="0.9:0.02" benches/bot_eval/run.sh
+#     (Chinese: benches/bot_eval/prepare_zh.py, from our Chinese pairs and CrossWOZ)
 #
 # Needs ../shared/data and the default model (models/install-default), or MODEL.
 set -euo pipefail
@@ -18,8 +20,13 @@ model="$(cd "${MODEL:-models/all-MiniLM-L6-v2}" && pwd)"
 work="$(mktemp -d)"
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-python3 benches/kb_eval/prepare.py --out "$work/data" --medquad-stride 1000000 >/dev/null
-python3 - "$work/data" <<'PY'
+if [ "${DATASET:-covid}" = zh ]; then
+  python3 benches/bot_eval/prepare_zh.py --out "$work/data"
+else
+  python3 benches/kb_eval/prepare.py --out "$work/data" --medquad-stride 1000000 >/dev/null
+  mv "$work/data/covid-kb.jsonl" "$work/data/kb.jsonl"
+  mv "$work/data/covid-queries.jsonl" "$work/data/queries.jsonl"
+  python3 - "$work/data" <<'PY'
 import csv, json, os, sys
 out = sys.argv[1]
 rows = list(csv.DictReader(open("../shared/data/banking77/train.csv", encoding="utf-8")))
@@ -27,6 +34,7 @@ with open(os.path.join(out, "ood.jsonl"), "w", encoding="utf-8") as f:
     for r in rows[::30]:
         f.write(json.dumps({"query": r["text"].strip(), "expected": []}) + "\n")
 PY
+fi
 cat > "$work/confidantd.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
@@ -46,7 +54,10 @@ level = "warn"
 TOML
 ctl=(target/debug/confidantctl --addr "unix:$work/confidantd.sock")
 start() {
-  CONFIDANT__BOT__MIN_SCORE="$1" CONFIDANT__BOT__MIN_MARGIN="$2" target/debug/confidantd --config "$work/confidantd.toml" &
+  # The setting applies to every language (a model's per-language threshold is replaced).
+  CONFIDANT__BOT__MIN_SCORE="$1" CONFIDANT__BOT__MIN_MARGIN="$2" \
+    CONFIDANT__BOT__MIN_SCORE_BY_LANG="{ zh = $1 }" \
+    target/debug/confidantd --config "$work/confidantd.toml" &
   pid=$!
   for _ in $(seq 1 600); do "${ctl[@]}" health >/dev/null 2>&1 && return; sleep 0.5; done
   echo "the daemon did not start" >&2; exit 1
@@ -56,11 +67,11 @@ for setting in ${SETTINGS:-0.6:0.03 0.6:0.06 0.6:0.1 0.5:0.06 0.7:0.06 0.8:0.06}
   s="${setting%%:*}"; m="${setting##*:}"
   start "$s" "$m"
   if [ "$first" = 1 ]; then
-    "${ctl[@]}" kb --tenant covid import --batch 64 "$work/data/covid-kb.jsonl" >&2
+    "${ctl[@]}" kb --tenant covid import --batch 64 "$work/data/kb.jsonl" >&2
     first=0
   fi
   python3 benches/bot_eval/score.py --min-score "$s" --min-margin "$m" --tenant covid \
-    --in-domain "$work/data/covid-queries.jsonl" --out-of-domain "$work/data/ood.jsonl" \
+    --in-domain "$work/data/queries.jsonl" --out-of-domain "$work/data/ood.jsonl" \
     -- "${ctl[@]}"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 done

@@ -44,6 +44,17 @@ impl Policies {
             redactor,
         })
     }
+
+    /// The thresholds in force, for the operator: they may come from the model's manifest.
+    fn log(&self) {
+        tracing::info!(
+            bot_min_score = self.bot.min_score,
+            bot_min_margin = self.bot.min_margin,
+            bot_min_score_by_lang = ?self.bot.min_score_by_lang,
+            assist_min_score = self.assist.min_score(),
+            "job thresholds"
+        );
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +125,7 @@ impl App {
             crate::classify::load_dir(&config.classifiers.dir, &model.manifest().fingerprint())?;
         let index: Arc<dyn VectorIndex> = Arc::new(open_index(&config, &model)?);
         let policies = Policies::new(&config, &model.manifest().scores)?;
+        policies.log();
         let batcher = Arc::new(Batcher::new(model, config.batcher())?);
         let kb = Kb::new(store.clone(), index, batcher.clone(), config.kb_settings())?;
         Ok(Self {
@@ -195,6 +207,7 @@ impl App {
         }
         let heads = crate::classify::load_dir(&config.classifiers.dir, &serving)?;
         let policies = Arc::new(Policies::new(&config, &model.manifest().scores)?);
+        policies.log();
         metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
         self.batcher.swap(model);
         self.classifiers.swap(heads);

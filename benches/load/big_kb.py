@@ -6,7 +6,7 @@ variant, the focus as title, the answer's first sentences as the answer), and
 BANKING77's 10,003 customer utterances become one article per five utterances of an
 intent. With `kb.chunk_tokens = 32` (run.sh sets it for BIG_KB=1) and answers cut at
 360 characters that is about 100k chunks (every question variant, title and passage is a
-point in the index; `confidantctl status` prints the count) and ~2.2M tokens to embed.
+point in the index; `confidantctl kb stats` prints the count) and ~2.2M tokens to embed.
 
     big_kb.py --shared ../shared --answer-chars 360 --out kb.jsonl
 """

@@ -2,7 +2,7 @@
 //! and the models.
 
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use confidant_inference::{Batcher, EmbeddingModel, InferenceError, Scores};
 
@@ -11,7 +11,7 @@ use crate::auth::TokenCache;
 use crate::bot::{BotPolicy, Suggester};
 use crate::classify::{Classifiers, ClassifyError};
 use crate::config::Config;
-use crate::index::{EmbeddedIndex, IndexError, VectorIndex};
+use crate::index::{EmbeddedIndex, IndexError, ServerIndex, ServerOptions, VectorIndex};
 use crate::kb::{Kb, KbError};
 use crate::qa::Rubrics;
 use crate::redact::Redactor;
@@ -82,8 +82,11 @@ impl Policies {
 pub enum StartError {
     #[error("loading the embedding model: {0}")]
     Model(#[from] InferenceError),
-    #[error("index.path: {0}")]
+    /// The error names the index.path directory or the index.url server.
+    #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("knowledge base: {0}")]
     Kb(#[from] KbError),
     #[error("{0}")]
@@ -95,10 +98,23 @@ pub enum StartError {
 /// The index is derived from the database with one model: a different model (or a
 /// missing or unreadable marker) means the vectors are meaningless, so the directory is
 /// set aside and rebuilt from the database by the catch-up.
-fn open_index(config: &Config, model: &EmbeddingModel) -> Result<EmbeddedIndex, IndexError> {
+fn open_index(config: &Config, model: &EmbeddingModel) -> Result<Arc<dyn VectorIndex>, StartError> {
+    let fingerprint = model.manifest().fingerprint();
+    if config.index.backend == "qdrant" {
+        // One collection per model: another model's vectors are never mixed in, and a new
+        // collection is filled from the database by the catch-up.
+        let collection = format!("{}-{}", config.index.collection, short(&fingerprint));
+        tracing::info!(url = %config.index.url, %collection, "vector index on a Qdrant server");
+        let options = ServerOptions {
+            url: config.index.url.clone(),
+            api_key: config.qdrant_api_key()?,
+            collection,
+            timeout: Duration::from_secs(config.index.timeout_seconds),
+        };
+        return Ok(Arc::new(ServerIndex::open(&options, model.dimension())?));
+    }
     let dir = &config.index.path;
     let marker = dir.join("confidant-model");
-    let fingerprint = model.manifest().fingerprint();
     let held = std::fs::read_to_string(&marker).ok();
     let io = |e: std::io::Error| IndexError::Open {
         path: dir.display().to_string(),
@@ -113,7 +129,16 @@ fn open_index(config: &Config, model: &EmbeddingModel) -> Result<EmbeddedIndex, 
     }
     let index = EmbeddedIndex::open(dir, model.dimension())?;
     std::fs::write(&marker, format!("{fingerprint}\n")).map_err(io)?;
-    Ok(index)
+    Ok(Arc::new(index))
+}
+
+/// Enough of a fingerprint to tell models apart in a collection name.
+fn short(fingerprint: &str) -> String {
+    fingerprint
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect()
 }
 
 pub struct App {
@@ -144,7 +169,7 @@ impl App {
         metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
         let heads =
             crate::classify::load_dir(&config.classifiers.dir, &model.manifest().fingerprint())?;
-        let index: Arc<dyn VectorIndex> = Arc::new(open_index(&config, &model)?);
+        let index = open_index(&config, &model)?;
         if model.manifest().scores == Scores::default() {
             tracing::warn!(
                 dir = %config.model.dir.display(),

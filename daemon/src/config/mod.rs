@@ -81,7 +81,8 @@ impl Default for ClassifiersConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexConfig {
-    /// "embedded" (qdrant-edge, in-process, the default).
+    /// "embedded" (qdrant-edge, in-process, the default) or "qdrant" (a Qdrant server or
+    /// cluster the site runs, over gRPC).
     pub backend: String,
     /// The embedded index's directory. Derived data: deleting it makes the daemon rebuild
     /// it from the database at the next start.
@@ -90,6 +91,15 @@ pub struct IndexConfig {
     pub flush_interval_seconds: u64,
     /// How often the background optimiser (HNSW build, segment merges) looks for work.
     pub optimize_interval_seconds: u64,
+    /// backend = "qdrant": the server's gRPC address (`http://host:6334`, `https://` for TLS).
+    pub url: String,
+    /// backend = "qdrant": a file holding the server's API key (kept out of the config).
+    pub api_key_file: PathBuf,
+    /// backend = "qdrant": the collection's name; the model's fingerprint is appended, so
+    /// that another model gets its own collection, rebuilt from the database.
+    pub collection: String,
+    /// backend = "qdrant": per-request timeout.
+    pub timeout_seconds: u64,
 }
 
 impl Default for IndexConfig {
@@ -99,6 +109,10 @@ impl Default for IndexConfig {
             path: PathBuf::from("/var/lib/confidant/index"),
             flush_interval_seconds: 5,
             optimize_interval_seconds: 30,
+            url: String::new(),
+            api_key_file: PathBuf::new(),
+            collection: "confidant".into(),
+            timeout_seconds: 10,
         }
     }
 }
@@ -331,6 +345,28 @@ impl Config {
         Ok(config)
     }
 
+    /// The Qdrant server's API key, read from `index.api_key_file` (none when unset).
+    pub fn qdrant_api_key(&self) -> Result<Option<String>, ConfigError> {
+        let file = &self.index.api_key_file;
+        if file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let key = std::fs::read_to_string(file).map_err(|e| {
+            invalid(
+                "index.api_key_file",
+                format!("cannot read {}: {e}", file.display()),
+            )
+        })?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(invalid(
+                "index.api_key_file",
+                format!("{} is empty", file.display()),
+            ));
+        }
+        Ok(Some(key.to_string()))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         let addr: SocketAddr = s.listen.parse().map_err(|e| {
@@ -414,14 +450,42 @@ impl Config {
                 "expected sqlite:///path or postgres://…",
             ));
         }
-        if self.index.backend != "embedded" {
-            return Err(invalid(
-                "index.backend",
-                format!("{:?}: expected \"embedded\"", self.index.backend),
-            ));
-        }
-        if self.index.path.as_os_str().is_empty() {
-            return Err(invalid("index.path", "must be set"));
+        let ix = &self.index;
+        match ix.backend.as_str() {
+            "embedded" => {
+                if ix.path.as_os_str().is_empty() {
+                    return Err(invalid("index.path", "must be set"));
+                }
+            }
+            "qdrant" => {
+                if !(ix.url.starts_with("http://") || ix.url.starts_with("https://")) {
+                    return Err(invalid(
+                        "index.url",
+                        "backend \"qdrant\" needs the server's gRPC address: http://host:6334 or https://…",
+                    ));
+                }
+                let name_ok = !ix.collection.is_empty()
+                    && ix.collection.len() <= 200
+                    && ix
+                        .collection
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !name_ok {
+                    return Err(invalid("index.collection", "1–200 of A–Z a–z 0–9 _ -"));
+                }
+                if ix.timeout_seconds == 0 {
+                    return Err(invalid("index.timeout_seconds", "must be positive"));
+                }
+                if !ix.api_key_file.as_os_str().is_empty() {
+                    self.qdrant_api_key()?;
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "index.backend",
+                    format!("{other:?}: expected \"embedded\" or \"qdrant\""),
+                ));
+            }
         }
         let k = &self.kb;
         for (key, v) in [
@@ -648,6 +712,15 @@ mod tests {
             ("[kb]\nlanguages = []\n", "kb.languages"),
             ("[kb]\nchunk_tokens = 4\n", "kb.chunk_tokens"),
             ("[index]\nbackend = \"faiss\"\n", "index.backend"),
+            ("[index]\nbackend = \"qdrant\"\n", "index.url"),
+            (
+                "[index]\nbackend = \"qdrant\"\nurl = \"http://q:6334\"\ncollection = \"a b\"\n",
+                "index.collection",
+            ),
+            (
+                "[index]\nbackend = \"qdrant\"\nurl = \"http://q:6334\"\napi_key_file = \"/nonexistent/key\"\n",
+                "index.api_key_file",
+            ),
             ("[inference]\nqueue_capacity = \"many\"\n", "queue_capacity"),
             ("[bot]\nhuman_only = [\"ghosts\"]\n", "bot.human_only[0]"),
             ("[bot]\nmin_margin = 2.0\n", "bot.min_margin"),

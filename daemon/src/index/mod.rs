@@ -9,8 +9,10 @@
 //! (article id, version, chunk number, chunk count).
 
 mod embedded;
+mod server;
 
 pub use embedded::EmbeddedIndex;
+pub use server::{ServerIndex, ServerOptions};
 
 use sha2::{Digest, Sha256};
 
@@ -172,5 +174,32 @@ mod tests {
     fn embedded_backend_passes_the_shared_suite() {
         let dir = tempfile::tempdir().unwrap();
         suite::run_all(&|| EmbeddedIndex::open(&dir.path().join("idx"), 4).unwrap());
+    }
+
+    /// Runs against a real Qdrant server where CONFIDANT_TEST_QDRANT_URL names one
+    /// (e.g. http://127.0.0.1:6334; CONFIDANT_TEST_QDRANT_API_KEY if it wants a key), in
+    /// a collection of its own that it drops afterwards.
+    #[test]
+    fn qdrant_server_backend_passes_the_shared_suite() {
+        let Ok(url) = std::env::var("CONFIDANT_TEST_QDRANT_URL") else {
+            eprintln!(
+                "SKIPPED: qdrant_server_backend_passes_the_shared_suite: set CONFIDANT_TEST_QDRANT_URL \
+                 to a Qdrant server's gRPC address to run the index suite against it"
+            );
+            return;
+        };
+        let collection = format!("confidant-test-{}", std::process::id());
+        let options = ServerOptions {
+            url,
+            api_key: std::env::var("CONFIDANT_TEST_QDRANT_API_KEY").ok(),
+            collection: collection.clone(),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        // Every open reaches the same collection, as a restart would.
+        suite::run_all(&|| ServerIndex::open(&options, 4).unwrap());
+        ServerIndex::open(&options, 4)
+            .unwrap()
+            .drop_collection()
+            .unwrap();
     }
 }

@@ -96,8 +96,9 @@ pub enum StartError {
 }
 
 /// The index is derived from the database with one model: a different model (or a
-/// missing or unreadable marker) means the vectors are meaningless, so the directory is
-/// set aside and rebuilt from the database by the catch-up.
+/// missing or unreadable marker) means the vectors are meaningless, so the embedded
+/// index's directory is set aside, and a Qdrant server gets a collection for the model;
+/// either is filled from the database by the catch-up.
 fn open_index(config: &Config, model: &EmbeddingModel) -> Result<Arc<dyn VectorIndex>, StartError> {
     let fingerprint = model.manifest().fingerprint();
     if config.index.backend == "qdrant" {

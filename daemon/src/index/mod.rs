@@ -188,11 +188,10 @@ mod tests {
             );
             return;
         };
-        let collection = format!("confidant-test-{}", std::process::id());
         let options = ServerOptions {
             url,
             api_key: std::env::var("CONFIDANT_TEST_QDRANT_API_KEY").ok(),
-            collection: collection.clone(),
+            collection: format!("confidant-test-{}", std::process::id()),
             timeout: std::time::Duration::from_secs(10),
         };
         // Every open reaches the same collection, as a restart would.

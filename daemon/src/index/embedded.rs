@@ -2,7 +2,6 @@
 //! the state directory, with its write-ahead log replayed on open. The appliance needs no
 //! second server.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard};
 
@@ -16,7 +15,8 @@ use qdrant_edge::{
 use serde_json::{Value, json};
 
 use super::{
-    ANY_CHANNEL, Hit, IndexError, Indexed, Point, Query, SearchFilter, VectorIndex, point_uuid,
+    ANY_CHANNEL, Hit, IndexError, Indexed, InventoryBuilder, Point, Query, SearchFilter,
+    VectorIndex, point_uuid,
 };
 
 const DENSE: &str = "dense";
@@ -306,31 +306,13 @@ impl VectorIndex for EmbeddedIndex {
     }
 
     fn inventory(&self) -> Result<Vec<Indexed>, IndexError> {
-        let mut by_article: BTreeMap<(String, String), Indexed> = BTreeMap::new();
+        let mut inventory = InventoryBuilder::default();
         self.scroll_all(None, |p| {
             let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             let n = |k: &str| p.get(k).and_then(Value::as_i64).unwrap_or(-1);
-            let entry = by_article
-                .entry((s("tenant"), s("article")))
-                .or_insert_with(|| Indexed {
-                    tenant: s("tenant"),
-                    article_id: s("article"),
-                    versions: Vec::new(),
-                    points: 0,
-                    chunks: n("chunks").max(0) as u32,
-                });
-            let v = n("version");
-            if !entry.versions.contains(&v) {
-                entry.versions.push(v);
-                entry.versions.sort_unstable();
-            }
-            entry.points += 1;
-            // Disagreeing chunk counts mean a cut-off write: make it look incomplete.
-            if entry.chunks != n("chunks").max(0) as u32 {
-                entry.chunks = u32::MAX;
-            }
+            inventory.add(s("tenant"), s("article"), n("version"), n("chunks"));
         })?;
-        Ok(by_article.into_values().collect())
+        Ok(inventory.finish())
     }
 
     fn count(&self, tenant: Option<&str>) -> Result<usize, IndexError> {

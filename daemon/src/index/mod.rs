@@ -110,6 +110,40 @@ impl Indexed {
     }
 }
 
+/// Folds a back-end's points, one at a time, into what the index holds per article.
+#[derive(Default)]
+pub(crate) struct InventoryBuilder(std::collections::BTreeMap<(String, String), Indexed>);
+
+impl InventoryBuilder {
+    /// One point's payload: `version` and `chunks` as stored (-1 where missing).
+    pub(crate) fn add(&mut self, tenant: String, article_id: String, version: i64, chunks: i64) {
+        let chunks = chunks.max(0) as u32;
+        let entry = self
+            .0
+            .entry((tenant.clone(), article_id.clone()))
+            .or_insert_with(|| Indexed {
+                tenant,
+                article_id,
+                versions: Vec::new(),
+                points: 0,
+                chunks,
+            });
+        if !entry.versions.contains(&version) {
+            entry.versions.push(version);
+            entry.versions.sort_unstable();
+        }
+        entry.points += 1;
+        // Disagreeing chunk counts mean a cut-off write: make it look incomplete.
+        if entry.chunks != chunks {
+            entry.chunks = u32::MAX;
+        }
+    }
+
+    pub(crate) fn finish(self) -> Vec<Indexed> {
+        self.0.into_values().collect()
+    }
+}
+
 /// A vector index back-end. Blocking calls: the daemon runs them on its blocking pool.
 pub trait VectorIndex: Send + Sync {
     /// Puts `points` (all of one article's chunks at one version) in place of whatever the

@@ -6,7 +6,6 @@
 //! async, so the back-end owns a small runtime and waits for each call on a channel, which
 //! works from any thread that is not one of that runtime's own.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -26,7 +25,8 @@ use qdrant_edge::external::uuid::Uuid;
 use serde_json::json;
 
 use super::{
-    ANY_CHANNEL, Hit, IndexError, Indexed, Point, Query, SearchFilter, VectorIndex, point_uuid,
+    ANY_CHANNEL, Hit, IndexError, Indexed, InventoryBuilder, Point, Query, SearchFilter,
+    VectorIndex, point_uuid,
 };
 
 const DENSE: &str = "dense";
@@ -420,7 +420,7 @@ impl VectorIndex for ServerIndex {
     }
 
     fn inventory(&self) -> Result<Vec<Indexed>, IndexError> {
-        let mut by_article: BTreeMap<(String, String), Indexed> = BTreeMap::new();
+        let mut inventory = InventoryBuilder::default();
         let mut offset: Option<PointId> = None;
         loop {
             let mut b = ScrollPointsBuilder::new(self.collection.clone())
@@ -433,31 +433,16 @@ impl VectorIndex for ServerIndex {
             let page = self.call("scroll", |c| async move { c.scroll(b).await })?;
             for r in &page.result {
                 let p = &r.payload;
-                let s = |k: &str| text(p, k).unwrap_or_default();
-                let chunks = integer(p, "chunks").unwrap_or(-1).max(0) as u32;
-                let entry = by_article
-                    .entry((s("tenant"), s("article")))
-                    .or_insert_with(|| Indexed {
-                        tenant: s("tenant"),
-                        article_id: s("article"),
-                        versions: Vec::new(),
-                        points: 0,
-                        chunks,
-                    });
-                let v = integer(p, "version").unwrap_or(-1);
-                if !entry.versions.contains(&v) {
-                    entry.versions.push(v);
-                    entry.versions.sort_unstable();
-                }
-                entry.points += 1;
-                // Disagreeing chunk counts mean a cut-off write: make it look incomplete.
-                if entry.chunks != chunks {
-                    entry.chunks = u32::MAX;
-                }
+                inventory.add(
+                    text(p, "tenant").unwrap_or_default(),
+                    text(p, "article").unwrap_or_default(),
+                    integer(p, "version").unwrap_or(-1),
+                    integer(p, "chunks").unwrap_or(-1),
+                );
             }
             match page.next_page_offset {
                 Some(next) => offset = Some(next),
-                None => return Ok(by_article.into_values().collect()),
+                None => return Ok(inventory.finish()),
             }
         }
     }

@@ -8,7 +8,8 @@
 #
 #   benches/load/run.sh            # DURATION=20 CONCURRENCY=8 OVERLOAD_SECONDS=60
 #   BIG_KB=1 benches/load/run.sh   # ... with ~100k chunks (MedQuAD + BANKING77, big_kb.py)
-#                                  # beside the demo KB: ~15 min more to embed them
+#                                  # beside the demo KB: ~50 min more to embed them on
+#                                  # a 2-core AVX2 machine (~38 texts/s)
 #
 # Starts its own confidantd (debug build, dependencies at opt-level 3, CPU) on a scratch
 # directory with the demo knowledge base and intents. Needs the default model and

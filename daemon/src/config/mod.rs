@@ -476,9 +476,7 @@ impl Config {
                 if ix.timeout_seconds == 0 {
                     return Err(invalid("index.timeout_seconds", "must be positive"));
                 }
-                if !ix.api_key_file.as_os_str().is_empty() {
-                    self.qdrant_api_key()?;
-                }
+                self.qdrant_api_key()?;
             }
             other => {
                 return Err(invalid(

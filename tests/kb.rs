@@ -483,6 +483,48 @@ fn numbered(n: usize, tag: &str) -> Vec<pb::Article> {
         .collect()
 }
 
+/// A rebuild rewrites the index under the searches, never empties it first: an article in
+/// the last group rebuilt is found by every search made while the rebuild runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_keeps_the_knowledge_base_searchable() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start(&model, "").await;
+    let t = d.token.clone();
+    let mut kb = Kb::new(d.channel().await);
+    // Three groups of the rebuild's 64 articles.
+    upsert(&mut kb, &t, numbered(150, "gamma")).await;
+    caught_up(&mut kb, &t).await;
+    let before = stats(&mut kb, &t).await.indexed_chunks;
+
+    let mut rebuilder = Kb::new(d.channel().await);
+    let token = t.clone();
+    let rebuild = tokio::spawn(async move {
+        rebuilder
+            .reindex(with_token(pb::ReindexRequest::default(), &token))
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    let req = pb::SearchRequest {
+        mode: pb::SearchMode::Lexical as i32,
+        ..search_req("What is the gamma code number 149?")
+    };
+    let mut searches = 0;
+    while !rebuild.is_finished() {
+        let hits = search(&mut kb, &t, req.clone()).await;
+        assert!(
+            hits.iter().any(|h| h.article_id == "gamma-149"),
+            "search {searches} during the rebuild lost gamma-149: {hits:?}"
+        );
+        searches += 1;
+    }
+    let r = rebuild.await.unwrap();
+    assert!(searches > 0, "no search ran during the rebuild");
+    assert_eq!(r.articles, 150);
+    assert_eq!(r.chunks, before);
+    assert_eq!(consistent(&mut kb, &t).await, 150);
+}
+
 /// Every article the database lists is in the index, complete, and nothing else is.
 async fn consistent(kb: &mut Kb, token: &str) -> usize {
     let listed = kb

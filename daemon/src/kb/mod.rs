@@ -11,7 +11,7 @@ mod chunk;
 mod fusion;
 mod lexical;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -256,8 +256,10 @@ impl Kb {
     }
 
     /// Rebuilds a tenant's part of the index from the database: (articles, chunks).
+    /// Each article's points are rewritten in place (same point ids), and only then is
+    /// what the database no longer publishes taken out, so that searches keep finding the
+    /// knowledge base while it is rebuilt.
     pub async fn reindex_tenant(&self, tenant: &str) -> Result<(u64, u64), KbError> {
-        self.drop_tenant_index(tenant).await?;
         let ids: Vec<String> = self
             .store
             .kb_states()
@@ -269,6 +271,18 @@ impl Kb {
         let mut chunks = 0;
         for group in ids.chunks(64) {
             chunks += self.reindex_articles(tenant, group).await?;
+        }
+        let live: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let orphans: Vec<String> = self
+            .blocking_index(|idx| move || idx.inventory())
+            .await?
+            .into_iter()
+            .filter(|i| i.tenant == tenant && !live.contains(i.article_id.as_str()))
+            .map(|i| i.article_id)
+            .collect();
+        // Re-read rather than deleted blindly: one published meanwhile stays.
+        for group in orphans.chunks(64) {
+            self.reindex_articles(tenant, group).await?;
         }
         Ok((ids.len() as u64, chunks))
     }

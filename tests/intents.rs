@@ -140,10 +140,13 @@ fn trains_deterministically_evaluates_and_predicts_out_of_scope() {
         first["version"], second["version"],
         "same data and seed give the same artefact"
     );
-    assert_eq!(
-        std::fs::read(a.join("head.safetensors")).unwrap(),
-        std::fs::read(b.join("head.safetensors")).unwrap()
-    );
+    for f in ["head.safetensors", "lexicon.json"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
+    }
     let other = train_local(&model, &dir.path().join("c"), &["--seed", "7"]);
     assert_ne!(first["version"], other["version"]);
 
@@ -366,7 +369,12 @@ async fn the_daemon_trains_serves_swaps_and_refuses_classifiers() {
     // the head already loaded keeps serving.
     let rogue = heads.join("rogue");
     std::fs::create_dir_all(&rogue).unwrap();
-    for f in ["classifier.toml", "head.safetensors", "metrics.json"] {
+    for f in [
+        "classifier.toml",
+        "head.safetensors",
+        "lexicon.json",
+        "metrics.json",
+    ] {
         std::fs::copy(heads.join("intent").join(f), rogue.join(f)).unwrap();
     }
     let toml = std::fs::read_to_string(rogue.join("classifier.toml")).unwrap();

@@ -41,11 +41,12 @@ print(f"   closed-set acc {r['closed_set_accuracy']*100:6.2f}%  in-scope acc {r[
 PY
 }
 
-RUNS=${RUNS:-linear mlp mlp-norefit mlp-maxprob mlp-oos}
+RUNS=${RUNS:-linear mlp mlp-vectors mlp-norefit mlp-maxprob mlp-oos}
 for r in $RUNS; do
   case $r in
     linear) run linear train.csv --head linear ;;
     mlp) run mlp train.csv --head mlp ;;
+    mlp-vectors) run mlp-vectors train.csv --head mlp --no-lexical ;;
     mlp-norefit) run mlp-norefit train.csv --head mlp --no-refit ;;
     mlp-maxprob) run mlp-maxprob train.csv --head mlp --oos-score max-prob ;;
     mlp-oos) run mlp-oos train_oos.csv --head mlp ;;

@@ -202,25 +202,30 @@ pub(crate) async fn embed(app: &App, text: &str) -> Result<Vec<f32>, BotError> {
 pub(crate) fn intent(
     app: &App,
     head: &str,
+    text: &str,
     vector: &[f32],
 ) -> Result<Option<IntentGuess>, BotError> {
-    Ok(app.classifiers().guess(head, vector, 3)?.map(|(_, p)| {
-        let (label, probability) = p.top.first().cloned().unwrap_or_default();
-        IntentGuess {
-            label: if p.out_of_scope { String::new() } else { label },
-            probability,
-            out_of_scope: p.out_of_scope,
-        }
-    }))
+    Ok(app
+        .classifiers()
+        .guess(head, text, vector, 3)?
+        .map(|(_, p)| {
+            let (label, probability) = p.top.first().cloned().unwrap_or_default();
+            IntentGuess {
+                label: if p.out_of_scope { String::new() } else { label },
+                probability,
+                out_of_scope: p.out_of_scope,
+            }
+        }))
 }
 
 /// The probability of the "negative" label of the sentiment head, when one is loaded.
 pub(crate) fn negative_sentiment(
     app: &App,
     head: &str,
+    text: &str,
     vector: &[f32],
 ) -> Result<Option<f32>, BotError> {
-    let Some((h, p)) = app.classifiers().guess(head, vector, usize::MAX)? else {
+    let Some((h, p)) = app.classifiers().guess(head, text, vector, usize::MAX)? else {
         return Ok(None);
     };
     if !h.classifier.labels().iter().any(|l| l == "negative") {
@@ -455,7 +460,15 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
             ));
             return Ok(());
         }
-        out.intent = intent(app, &bot.intent_classifier, &vector)?;
+        out.intent = intent(app, &bot.intent_classifier, &input.text, &vector)?;
+        let negative = || {
+            negative_sentiment(
+                app,
+                &policies.routing.sentiment_classifier,
+                &input.text,
+                &vector,
+            )
+        };
         let label = out
             .intent
             .as_ref()
@@ -464,8 +477,7 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
         if let Some((risk, why)) = policies.routing.classify_risk(&input.text, label)
             && bot.human_only.contains(&risk.name)
         {
-            let negative =
-                negative_sentiment(app, &policies.routing.sentiment_classifier, &vector)?;
+            let negative = negative()?;
             out.outcome = Outcome::Handoff;
             out.explanation = format!(
                 "{} is human-only (bot.human_only), found by {why}",
@@ -526,8 +538,7 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
             Pick::NoMatch => {
                 conv.failures += 1;
                 if conv.failures >= i64::from(bot.max_failures) {
-                    let negative =
-                        negative_sentiment(app, &policies.routing.sentiment_classifier, &vector)?;
+                    let negative = negative()?;
                     out.outcome = Outcome::Handoff;
                     out.explanation = format!(
                         "{}; {} failures reach bot.max_failures {}",

@@ -139,13 +139,16 @@ impl Classifiers {
     pub fn guess(
         &self,
         name: &str,
+        text: &str,
         vector: &[f32],
         top_k: usize,
     ) -> Result<Option<(Arc<Head>, Prediction)>, ClassifyError> {
         let Ok(head) = self.get(name) else {
             return Ok(None);
         };
-        let p = head.classifier.predict(&[vector.to_vec()], top_k)?;
+        let p = head
+            .classifier
+            .predict(&[text], &[vector.to_vec()], top_k)?;
         Ok(p.into_iter().next().map(|p| (head, p)))
     }
 
@@ -164,7 +167,8 @@ impl Classifiers {
             .into_iter()
             .map(|e| e.vector)
             .collect();
-        let predictions = head.classifier.predict(&vectors, top_k)?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let predictions = head.classifier.predict(&refs, &vectors, top_k)?;
         for p in &predictions {
             let outcome = if p.out_of_scope {
                 "out_of_scope"

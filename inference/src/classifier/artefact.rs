@@ -4,6 +4,8 @@
 //!   threshold) and the SHA-256 of the weights;
 //! - `head.safetensors`: the head's weights and the training vectors used by the
 //!   nearest-neighbour out-of-scope score;
+//! - `lexicon.json`: the lexical head's terms and their IDF weights (its weights are in
+//!   `head.safetensors`), where the head has one;
 //! - `metrics.json`: what training measured on its held-out split.
 
 use std::path::{Path, PathBuf};
@@ -13,12 +15,16 @@ use serde::{Deserialize, Serialize};
 
 use super::calibrate::OosScore;
 use super::head::{Head, HeadKind, HeadOptions};
+use super::lexical::{LexicalHead, LexicalOptions, Vocabulary};
 use super::{Classifier, ClassifierError, EncoderRef, Result};
 
 pub const CLASSIFIER_FILE: &str = "classifier.toml";
 pub const WEIGHTS_FILE: &str = "head.safetensors";
 pub const METRICS_FILE: &str = "metrics.json";
+pub const LEXICON_FILE: &str = "lexicon.json";
 const MEMORY_TENSOR: &str = "memory";
+const LEXICAL_WEIGHT: &str = "lexical.weight";
+const LEXICAL_BIAS: &str = "lexical.bias";
 const FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,11 +62,32 @@ pub(crate) struct OosMeta {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct LexicalMeta {
+    /// The lexical head's logits are added to the vector head's times this.
+    pub weight: f32,
+    pub options: LexicalOptions,
+    pub terms: usize,
+    /// SHA-256 of `lexicon.json`.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Meta {
     pub classifier: Info,
     pub encoder: EncoderRef,
     pub head: HeadMeta,
     pub out_of_scope: OosMeta,
+    /// Absent in artefacts trained without a lexical head (and in those older than it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<LexicalMeta>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lexicon {
+    terms: Vec<String>,
+    idf: Vec<f32>,
 }
 
 impl Meta {
@@ -98,6 +125,7 @@ impl Meta {
                 source: String::new(),
                 temperature: 1.0,
             },
+            lexical: None,
         }
     }
 }
@@ -125,11 +153,32 @@ pub(crate) fn save(c: &Classifier, dir: &Path) -> Result<(String, String)> {
     if let Some(m) = &c.memory {
         tensors.insert(MEMORY_TENSOR.to_string(), m.clone());
     }
+    let mut meta = c.meta.clone();
+    if let (Some(lex), Some(lm)) = (&c.lexical, meta.lexical.as_mut()) {
+        let v = &lex.vocabulary;
+        tensors.insert(
+            LEXICAL_WEIGHT.to_string(),
+            candle_core::Tensor::from_slice(&lex.weights, (v.len(), lex.classes), &Device::Cpu)?,
+        );
+        tensors.insert(
+            LEXICAL_BIAS.to_string(),
+            candle_core::Tensor::from_slice(&lex.bias, lex.classes, &Device::Cpu)?,
+        );
+        let lexicon = serde_json::to_string(&Lexicon {
+            terms: v.terms.clone(),
+            idf: v.idf.clone(),
+        })
+        .map_err(|e| ClassifierError::artefact(dir, e.to_string()))?;
+        let path = stage.join(LEXICON_FILE);
+        std::fs::write(&path, lexicon).map_err(io(&path))?;
+        lm.terms = v.len();
+        lm.sha256 =
+            crate::sha256_file(&path).map_err(|e| ClassifierError::artefact(dir, e.to_string()))?;
+    }
     let weights = stage.join(WEIGHTS_FILE);
     candle_core::safetensors::save(&tensors, &weights)?;
     let sha =
         crate::sha256_file(&weights).map_err(|e| ClassifierError::artefact(dir, e.to_string()))?;
-    let mut meta = c.meta.clone();
     meta.classifier.version = sha.chars().take(12).collect();
     meta.head.weights_sha256 = sha;
     let toml =
@@ -193,6 +242,10 @@ pub(crate) fn load(dir: &Path) -> Result<Classifier> {
             "{WEIGHTS_FILE}: out_of_scope.score is nearest but the training vectors are missing"
         )));
     }
+    let lexical = match &meta.lexical {
+        Some(lm) => Some(load_lexical(dir, lm, &tensors, classes)?),
+        None => None,
+    };
     let metrics = std::fs::read_to_string(dir.join(METRICS_FILE))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok());
@@ -202,7 +255,53 @@ pub(crate) fn load(dir: &Path) -> Result<Classifier> {
     Ok(Classifier {
         meta,
         head,
+        lexical,
         memory,
         metrics,
+    })
+}
+
+fn load_lexical(
+    dir: &Path,
+    lm: &LexicalMeta,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    classes: usize,
+) -> Result<LexicalHead> {
+    let bad = |m: String| ClassifierError::artefact(dir, m);
+    let path = dir.join(LEXICON_FILE);
+    let sha = crate::sha256_file(&path).map_err(|e| bad(e.to_string()))?;
+    if sha != lm.sha256 {
+        return Err(bad(format!(
+            "{LEXICON_FILE}: SHA-256 mismatch (classifier.toml {}, found {sha})",
+            lm.sha256
+        )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| ClassifierError::io(&path, e))?;
+    let lexicon: Lexicon =
+        serde_json::from_str(&text).map_err(|e| bad(format!("{LEXICON_FILE}: {e}")))?;
+    let terms = lexicon.terms.len();
+    if lexicon.idf.len() != terms || terms != lm.terms {
+        return Err(bad(format!(
+            "{LEXICON_FILE}: {terms} terms, {} IDF weights, classifier.toml says {}",
+            lexicon.idf.len(),
+            lm.terms
+        )));
+    }
+    let get = |name: &str| {
+        tensors
+            .get(name)
+            .ok_or_else(|| bad(format!("{WEIGHTS_FILE}: tensor {name} is missing")))
+    };
+    let (w, b) = (get(LEXICAL_WEIGHT)?, get(LEXICAL_BIAS)?);
+    if w.dims() != [terms, classes] || b.dims() != [classes] {
+        return Err(bad(format!(
+            "{WEIGHTS_FILE}: the lexical head's shape does not match {terms} terms and {classes} classes"
+        )));
+    }
+    Ok(LexicalHead {
+        vocabulary: Vocabulary::new(lexicon.terms, lexicon.idf),
+        weights: w.flatten_all()?.to_vec1()?,
+        bias: b.to_vec1()?,
+        classes,
     })
 }

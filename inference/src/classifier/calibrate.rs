@@ -62,6 +62,12 @@ pub(crate) fn fit_temperature(logits: &[Vec<f32>], y: &[u32]) -> f32 {
     best.1
 }
 
+/// The held-out negative log-likelihood per example at the best temperature: how well
+/// logits rank and how well they calibrate, with no threshold to make it jumpy.
+pub(crate) fn calibrated_nll(logits: &[Vec<f32>], y: &[u32]) -> f64 {
+    nll(logits, y, fit_temperature(logits, y)) / logits.len().max(1) as f64
+}
+
 /// The threshold below which an input is out of scope.
 ///
 /// With out-of-scope examples, the one maximising in-scope accuracy plus out-of-scope

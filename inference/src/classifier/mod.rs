@@ -1,8 +1,10 @@
 //! Classifier heads on top of the embedding encoder: intents, sentiment, any label set an
 //! operator trains on-prem. One mechanism, several trained heads.
 //!
-//! A head is trained on the encoder's sentence vectors (the encoder stays frozen), its
-//! probabilities are calibrated on a held-out split (temperature scaling), and an
+//! A head is trained on the encoder's sentence vectors (the encoder stays frozen), beside
+//! a lexical head on the utterances' word and character n-grams ([`lexical`]); their
+//! logits are summed with a weight chosen on a held-out split, the probabilities are
+//! calibrated there too (temperature scaling), and an
 //! out-of-scope threshold is chosen there too, so that "none of our intents" is an
 //! answer rather than a wrong guess. The artefact is a directory (see [`artefact`]) tied
 //! to the encoder it was trained against by the encoder's fingerprint.
@@ -11,6 +13,7 @@ mod artefact;
 mod calibrate;
 mod error;
 mod head;
+mod lexical;
 mod metrics;
 mod rng;
 mod split;
@@ -22,13 +25,15 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub use artefact::{CLASSIFIER_FILE, METRICS_FILE, WEIGHTS_FILE};
+pub use artefact::{CLASSIFIER_FILE, LEXICON_FILE, METRICS_FILE, WEIGHTS_FILE};
 pub use calibrate::OosScore;
 pub use error::ClassifierError;
 pub use head::{EpochReport, HeadKind, HeadOptions};
+pub use lexical::LexicalOptions;
 pub use metrics::{Confusion, LabelFigures, Outcome, Report, report};
 
 use head::{Head, matrix};
+use lexical::LexicalHead;
 
 type Result<T> = std::result::Result<T, ClassifierError>;
 
@@ -40,6 +45,14 @@ pub struct EncoderRef {
     /// [`crate::Manifest::fingerprint`] of the encoder's model directory.
     pub fingerprint: String,
     pub dimension: usize,
+}
+
+/// One labelled utterance: its text (for the lexical head) and its sentence vector.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub text: String,
+    pub vector: Vec<f32>,
+    pub label: String,
 }
 
 /// How to train a head.
@@ -64,6 +77,8 @@ pub struct TrainOptions {
     /// and threshold stay those calibrated on the held-out split, and the held-out
     /// report describes the first fit.
     pub refit: bool,
+    /// The lexical head beside the sentence-vector head (`None`: vectors only).
+    pub lexical: Option<LexicalOptions>,
 }
 
 impl Default for TrainOptions {
@@ -78,6 +93,7 @@ impl Default for TrainOptions {
             oos_score: OosScore::default(),
             coverage: 0.97,
             refit: true,
+            lexical: Some(LexicalOptions::default()),
         }
     }
 }
@@ -99,6 +115,14 @@ pub struct TrainingMetrics {
     /// Examples of the second fit on everything (0: no refit).
     #[serde(default)]
     pub refit_examples: usize,
+    /// The lexical head's weight in the sum of logits (absent: no lexical head).
+    #[serde(default)]
+    pub lexical_weight: Option<f32>,
+    /// Closed-set accuracy on the held-out split of each head alone.
+    #[serde(default)]
+    pub vector_head_accuracy: Option<f32>,
+    #[serde(default)]
+    pub lexical_head_accuracy: Option<f32>,
 }
 
 /// One input's answer.
@@ -116,6 +140,7 @@ pub struct Prediction {
 pub struct Classifier {
     meta: artefact::Meta,
     head: Head,
+    lexical: Option<LexicalHead>,
     /// Unit-length training vectors, for the nearest-neighbour out-of-scope score.
     memory: Option<Tensor>,
     metrics: Option<TrainingMetrics>,
@@ -184,8 +209,16 @@ impl Classifier {
         Ok(())
     }
 
-    fn logits(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
-        Ok(self.head.logits(x)?.to_vec2::<f32>()?)
+    /// The sentence-vector head's logits plus the weighted lexical head's.
+    fn logits(&self, texts: &[&str], x: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let mut z = self.head.logits(x)?.to_vec2::<f32>()?;
+        if let (Some(lex), Some(l)) = (&self.lexical, &self.meta.lexical) {
+            for (row, text) in z.iter_mut().zip(texts) {
+                let zl = lex.logits_of(text);
+                row.iter_mut().zip(zl).for_each(|(a, b)| *a += l.weight * b);
+            }
+        }
+        Ok(z)
     }
 
     fn nearest(&self, x: &Tensor) -> Result<Vec<f32>> {
@@ -198,8 +231,20 @@ impl Classifier {
         }
     }
 
-    /// Classifies sentence vectors (from the same encoder, unit length).
-    pub fn predict(&self, vectors: &[Vec<f32>], top_k: usize) -> Result<Vec<Prediction>> {
+    /// Classifies utterances: their texts and their sentence vectors (from the same
+    /// encoder, unit length), in the same order.
+    pub fn predict(
+        &self,
+        texts: &[&str],
+        vectors: &[Vec<f32>],
+        top_k: usize,
+    ) -> Result<Vec<Prediction>> {
+        if texts.len() != vectors.len() {
+            return Err(ClassifierError::InvalidInput {
+                field: "texts".into(),
+                message: format!("{} texts for {} vectors", texts.len(), vectors.len()),
+            });
+        }
         if vectors.is_empty() {
             return Ok(Vec::new());
         }
@@ -212,7 +257,7 @@ impl Classifier {
         }
         let rows: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
         let x = matrix(&rows)?;
-        let logits = self.logits(&x)?;
+        let logits = self.logits(texts, &x)?;
         let nearest = match self.meta.out_of_scope.score {
             OosScore::Nearest => Some(self.nearest(&x)?),
             OosScore::MaxProb => None,
@@ -248,9 +293,28 @@ impl Classifier {
     }
 }
 
-/// Trains, calibrates and evaluates a head on `examples` (sentence vector, label).
+/// The lexical head's weights tried on the held-out split (0: the vector head alone).
+const LEXICAL_WEIGHTS: [f32; 9] = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0];
+
+fn closed_set_accuracy(logits: &[Vec<f32>], y: &[u32]) -> f32 {
+    let right = logits
+        .iter()
+        .zip(y)
+        .filter(|(l, y)| {
+            let best = l
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+                .map(|(i, _)| i as u32);
+            best == Some(**y)
+        })
+        .count();
+    right as f32 / y.len().max(1) as f32
+}
+
+/// Trains, calibrates and evaluates a head on `examples`.
 pub fn train(
-    examples: &[(Vec<f32>, String)],
+    examples: &[Example],
     encoder: EncoderRef,
     opts: &TrainOptions,
     progress: &mut dyn FnMut(&EpochReport),
@@ -259,21 +323,21 @@ pub fn train(
     if let Some((i, v)) = examples
         .iter()
         .enumerate()
-        .find(|(_, (v, _))| v.len() != encoder.dimension)
+        .find(|(_, e)| e.vector.len() != encoder.dimension)
     {
         return Err(ClassifierError::InvalidInput {
             field: format!("examples[{i}]"),
             message: format!(
                 "vector has {} dimensions, the encoder {}",
-                v.0.len(),
+                v.vector.len(),
                 encoder.dimension
             ),
         });
     }
     let mut labels: Vec<String> = examples
         .iter()
-        .filter(|(_, l)| *l != opts.oos_label)
-        .map(|(_, l)| l.clone())
+        .filter(|e| e.label != opts.oos_label)
+        .map(|e| e.label.clone())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -290,14 +354,14 @@ pub fn train(
         .collect();
     let reject = labels.len() as u32;
     let class_of = |l: &str| index.get(l).copied().unwrap_or(reject);
-    let y_all: Vec<u32> = examples.iter().map(|(_, l)| class_of(l)).collect();
+    let y_all: Vec<u32> = examples.iter().map(|e| class_of(&e.label)).collect();
     let (train_idx, held_idx) = split::stratified(&y_all, opts.holdout, opts.seed);
     let has_reject_class = train_idx.iter().any(|&i| y_all[i] == reject);
     let classes = labels.len() + usize::from(has_reject_class);
 
     let dim = encoder.dimension;
     let stack = |idx: &[usize]| -> Result<(Tensor, Vec<u32>)> {
-        let rows: Vec<&[f32]> = idx.iter().map(|&i| examples[i].0.as_slice()).collect();
+        let rows: Vec<&[f32]> = idx.iter().map(|&i| examples[i].vector.as_slice()).collect();
         let x = if rows.is_empty() {
             Tensor::zeros((0, dim), candle_core::DType::F32, &Device::Cpu)?
         } else {
@@ -318,6 +382,12 @@ pub fn train(
     let head = head::train(
         &x_train, &y_train, classes, val, &opts.head, opts.seed, progress,
     )?;
+    let texts_of =
+        |idx: &[usize]| -> Vec<&str> { idx.iter().map(|&i| examples[i].text.as_str()).collect() };
+    let lexical = opts
+        .lexical
+        .as_ref()
+        .map(|lo| lexical::train(&texts_of(&train_idx), &y_train, classes, lo, opts.seed).0);
 
     let memory_idx: Vec<usize> = train_idx
         .iter()
@@ -336,16 +406,51 @@ pub fn train(
             opts.oos_score,
         ),
         head,
+        lexical,
         memory: Some(memory),
         metrics: None,
     };
+    // The lexical head's weight: the one with the lowest calibrated negative
+    // log-likelihood on the held-out split (accuracy on a few hundred examples moves in
+    // steps too coarse to choose by). Without a held-out split, an even sum.
+    let (mut vector_acc, mut lexical_acc) = (None, None);
+    if let (Some(lex), Some(lo)) = (&classifier.lexical, &opts.lexical) {
+        let val_texts = texts_of(&held_in);
+        let zv = classifier.head.logits(&x_val)?.to_vec2::<f32>()?;
+        let zl: Vec<Vec<f32>> = val_texts.iter().map(|t| lex.logits_of(t)).collect();
+        let mut weight = 1.0;
+        if !y_val.is_empty() {
+            let mut best = (f64::INFINITY, 1.0);
+            for w in LEXICAL_WEIGHTS {
+                let fused: Vec<Vec<f32>> = zv
+                    .iter()
+                    .zip(&zl)
+                    .map(|(a, b)| a.iter().zip(b).map(|(a, b)| a + w * b).collect())
+                    .collect();
+                let loss = calibrate::calibrated_nll(&fused, &y_val);
+                if loss < best.0 {
+                    best = (loss, w);
+                }
+            }
+            weight = best.1;
+            vector_acc = Some(closed_set_accuracy(&zv, &y_val));
+            lexical_acc = Some(closed_set_accuracy(&zl, &y_val));
+        }
+        classifier.meta.lexical = Some(artefact::LexicalMeta {
+            weight,
+            options: lo.clone(),
+            terms: lex.vocabulary.len(),
+            sha256: String::new(),
+        });
+    }
 
     // Calibrate on the held-out split.
     let (x_held, y_held) = stack(&held_idx)?;
+    let held_texts = texts_of(&held_idx);
     let held_logits = if y_held.is_empty() {
         Vec::new()
     } else {
-        classifier.logits(&x_held)?
+        classifier.logits(&held_texts, &x_held)?
     };
     let (cal_logits, cal_y): (Vec<Vec<f32>>, Vec<u32>) = held_logits
         .iter()
@@ -355,8 +460,11 @@ pub fn train(
         .unzip();
     classifier.meta.out_of_scope.temperature = calibrate::fit_temperature(&cal_logits, &cal_y);
     classifier.meta.out_of_scope.threshold = f32::NEG_INFINITY;
-    let held_vectors: Vec<Vec<f32>> = held_idx.iter().map(|&i| examples[i].0.clone()).collect();
-    let raw = classifier.predict(&held_vectors, 1)?;
+    let held_vectors: Vec<Vec<f32>> = held_idx
+        .iter()
+        .map(|&i| examples[i].vector.clone())
+        .collect();
+    let raw = classifier.predict(&held_texts, &held_vectors, 1)?;
     let (threshold, source) = match opts.oos_threshold {
         Some(t) => (t, "operator"),
         None => {
@@ -385,7 +493,7 @@ pub fn train(
     };
     classifier.meta.out_of_scope.threshold = threshold;
     classifier.meta.out_of_scope.source = source.into();
-    let final_predictions = classifier.predict(&held_vectors, 1)?;
+    let final_predictions = classifier.predict(&held_texts, &held_vectors, 1)?;
     let outcomes: Vec<Outcome> = final_predictions
         .iter()
         .zip(&y_held)
@@ -407,6 +515,9 @@ pub fn train(
         threshold_source: source.into(),
         holdout: report(&outcomes, 10),
         refit_examples: 0,
+        lexical_weight: classifier.meta.lexical.as_ref().map(|l| l.weight),
+        vector_head_accuracy: vector_acc,
+        lexical_head_accuracy: lexical_acc,
     });
     if opts.refit && !held_idx.is_empty() {
         // Out-of-scope examples join only when the head has a reject class to learn.
@@ -423,6 +534,13 @@ pub fn train(
             opts.seed,
             &mut |r| progress(&EpochReport { refit: true, ..*r }),
         )?;
+        if let Some(lo) = &opts.lexical {
+            let lex = lexical::train(&texts_of(&all), &y_fit, classes, lo, opts.seed).0;
+            if let Some(l) = classifier.meta.lexical.as_mut() {
+                l.terms = lex.vocabulary.len();
+            }
+            classifier.lexical = Some(lex);
+        }
         let memory_all: Vec<usize> = all
             .iter()
             .copied()

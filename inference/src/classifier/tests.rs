@@ -2,19 +2,44 @@
 
 use super::*;
 
+/// How each label is worded (the lexical head's view).
+fn wording(label: &str) -> &'static [&'static str] {
+    match label {
+        "lost_card" => &["I lost my card", "my card was stolen", "card missing"],
+        "balance" => &[
+            "what is my balance",
+            "balance of my account",
+            "how much money",
+        ],
+        "opening_hours" => &["when do you open", "opening hours", "branch hours today"],
+        _ => &[
+            "weather tomorrow",
+            "football scores",
+            "pizza recipe",
+            "train tickets",
+        ],
+    }
+}
+
 /// Utterance vectors around three "intent" directions, plus out-of-scope inputs in
-/// directions no intent uses.
-fn data(per_label: usize, oos: usize) -> Vec<(Vec<f32>, String)> {
+/// directions no intent uses; `noise` 1.0 and more leaves the vectors nearly useless.
+fn data_with(per_label: usize, oos: usize, noise: f32) -> Vec<Example> {
     let mut rng = rng::Rng::new(5);
     let mut out = Vec::new();
     let mut push = |axis: usize, label: &str, rng: &mut rng::Rng| {
         let mut v = [0f32; 16];
         v[axis] = 1.0;
         for x in v.iter_mut() {
-            *x += (rng.next_f32() - 0.5) * 0.3;
+            *x += (rng.next_f32() - 0.5) * noise;
         }
         let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        out.push((v.iter().map(|a| a / n).collect(), label.to_string()));
+        let words = wording(label);
+        let text = format!("{} {}", words[out.len() % words.len()], out.len() % 7);
+        out.push(Example {
+            text,
+            vector: v.iter().map(|a| a / n).collect(),
+            label: label.to_string(),
+        });
     };
     for _ in 0..per_label {
         push(0, "lost_card", &mut rng);
@@ -25,6 +50,10 @@ fn data(per_label: usize, oos: usize) -> Vec<(Vec<f32>, String)> {
         push(8 + i % 8, "out_of_scope", &mut rng);
     }
     out
+}
+
+fn data(per_label: usize, oos: usize) -> Vec<Example> {
+    data_with(per_label, oos, 0.3)
 }
 
 fn encoder() -> EncoderRef {
@@ -78,7 +107,13 @@ fn trains_calibrates_and_flags_out_of_scope() {
         "every in-scope vector is in the nearest-neighbour memory"
     );
     assert!(m.holdout.closed_set_accuracy > 0.95, "{m:?}");
-    let p = c.predict(&[vec_on(0), vec_on(12)], 2).unwrap();
+    let p = c
+        .predict(
+            &["card missing", "pizza recipe"],
+            &[vec_on(0), vec_on(12)],
+            2,
+        )
+        .unwrap();
     assert_eq!(p[0].top[0].0, "lost_card");
     assert_eq!(p[0].top.len(), 2);
     assert!(!p[0].out_of_scope);
@@ -112,7 +147,13 @@ fn out_of_scope_examples_become_a_reject_class_and_set_the_threshold() {
     assert_eq!(m.out_of_scope_examples, 40);
     assert!(m.holdout.oos_recall.unwrap() > 0.9, "{m:?}");
     assert!(!c.labels().iter().any(|l| l == "out_of_scope"));
-    let p = c.predict(&[vec_on(9), vec_on(1)], 1).unwrap();
+    let p = c
+        .predict(
+            &["football scores", "how much money"],
+            &[vec_on(9), vec_on(1)],
+            1,
+        )
+        .unwrap();
     assert!(p[0].out_of_scope);
     assert!(!p[1].out_of_scope);
     assert_eq!(p[1].top[0].0, "balance");
@@ -136,11 +177,12 @@ fn artefact_round_trips_and_refuses_tampering_or_another_encoder() {
     );
     assert!(back.metrics().is_some());
     let x = vec![vec_on(2), vec_on(13)];
-    let a = c.predict(&x, 3).unwrap();
-    let b = back.predict(&x, 3).unwrap();
+    let t = ["opening hours", "train tickets"];
+    let a = c.predict(&t, &x, 3).unwrap();
+    let b = back.predict(&t, &x, 3).unwrap();
     assert_eq!(a.len(), b.len());
     for (a, b) in a.iter().zip(&b) {
-        assert_eq!(a.top[0].0, b.top[0].0);
+        assert_eq!(a.top, b.top, "the same probabilities after a round trip");
         assert_eq!(a.out_of_scope, b.out_of_scope);
     }
     let err = Classifier::load_for(&dir, &"0".repeat(64)).unwrap_err();
@@ -174,13 +216,60 @@ fn artefact_round_trips_and_refuses_tampering_or_another_encoder() {
 }
 
 #[test]
+fn a_changed_lexicon_is_refused() {
+    let mut c = train(&data(20, 0), encoder(), &opts(), &mut |_| {}).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("intents");
+    c.save(&dir).unwrap();
+    let path = dir.join(LEXICON_FILE);
+    let lexicon = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, lexicon.replacen("w:card", "w:cart", 1)).unwrap();
+    let err = Classifier::load(&dir).unwrap_err();
+    assert!(
+        err.to_string().contains("lexicon.json: SHA-256 mismatch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_lexical_head_carries_what_the_vectors_miss() {
+    // Vectors drowned in noise: only the wording tells the labels apart.
+    let noisy = data_with(40, 0, 6.0);
+    let vectors_only = TrainOptions {
+        lexical: None,
+        ..opts()
+    };
+    let without = train(&noisy, encoder(), &vectors_only, &mut |_| {}).unwrap();
+    let with = train(&noisy, encoder(), &opts(), &mut |_| {}).unwrap();
+    let m = with.metrics().unwrap();
+    assert!(m.lexical_weight.unwrap() > 0.0, "{m:?}");
+    assert!(m.lexical_head_accuracy.unwrap() > 0.95, "{m:?}");
+    let acc = |c: &Classifier| c.metrics().unwrap().holdout.closed_set_accuracy;
+    assert!(
+        acc(&with) > acc(&without) + 0.2,
+        "with {} without {}",
+        acc(&with),
+        acc(&without)
+    );
+    assert!(without.metrics().unwrap().lexical_weight.is_none());
+    // A vector that points at no intent: the wording decides.
+    let neutral = vec![0.25f32; 16];
+    let p = with
+        .predict(&["my card was stolen"], &[neutral], 1)
+        .unwrap();
+    assert_eq!(p[0].top[0].0, "lost_card");
+}
+
+#[test]
 fn wrong_dimensions_and_too_few_labels_are_errors() {
     let c = train(&data(10, 0), encoder(), &opts(), &mut |_| {}).unwrap();
-    let err = c.predict(&[vec![0.0; 3]], 1).unwrap_err();
+    let err = c.predict(&["balance"], &[vec![0.0; 3]], 1).unwrap_err();
     assert!(err.to_string().contains("vectors[0]"), "{err}");
+    let err = c.predict(&[], &[vec_on(1)], 1).unwrap_err();
+    assert!(err.to_string().contains("texts"), "{err}");
     let one_label: Vec<_> = data(10, 0)
         .into_iter()
-        .filter(|(_, l)| l == "balance")
+        .filter(|e| e.label == "balance")
         .collect();
     assert!(train(&one_label, encoder(), &opts(), &mut |_| {}).is_err());
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use confidant_inference::classifier::{
-    self, Classifier, HeadKind, HeadOptions, OosScore, Outcome, Report, TrainOptions,
+    self, Classifier, Example, HeadKind, HeadOptions, LexicalOptions, OosScore, Outcome, Report,
+    TrainOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -107,6 +108,15 @@ pub struct TrainArgs {
     /// Drop invalid rows and too-small labels instead of refusing to train.
     #[arg(long)]
     skip_invalid: bool,
+    /// Train the sentence-vector head alone, without the lexical head on word and
+    /// character n-grams beside it.
+    #[arg(long)]
+    no_lexical: bool,
+    /// Lexical head: terms seen in fewer training utterances are dropped.
+    #[arg(long, default_value_t = LexicalOptions::default().min_df)]
+    lexical_min_df: usize,
+    #[arg(long, default_value_t = LexicalOptions::default().epochs)]
+    lexical_epochs: usize,
 }
 
 #[derive(Args)]
@@ -200,9 +210,14 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
     let texts: Vec<String> = loaded.rows.iter().map(|r| r.text.clone()).collect();
     let vectors = embed_all(&mut enc, &texts, cli.json).await?;
     let embed_seconds = started.elapsed().as_secs_f64();
-    let examples: Vec<(Vec<f32>, String)> = vectors
+    let examples: Vec<Example> = vectors
         .into_iter()
-        .zip(loaded.rows.iter().map(|r| r.label.clone()))
+        .zip(&loaded.rows)
+        .map(|(vector, r)| Example {
+            text: r.text.clone(),
+            vector,
+            label: r.label.clone(),
+        })
         .collect();
     let opts = TrainOptions {
         task: a.task.clone(),
@@ -222,6 +237,11 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
         oos_score: a.oos_score,
         coverage: a.coverage,
         refit: !a.no_refit,
+        lexical: (!a.no_lexical).then(|| LexicalOptions {
+            min_df: a.lexical_min_df,
+            epochs: a.lexical_epochs,
+            ..Default::default()
+        }),
     };
     let passes = if opts.refit && opts.holdout > 0.0 {
         2
@@ -279,6 +299,17 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
         "calibration: temperature {:.3}, out-of-scope threshold {:.4} ({})",
         m.temperature, m.oos_threshold, m.threshold_source
     );
+    if let (Some(w), Some(v), Some(l)) = (
+        m.lexical_weight,
+        m.vector_head_accuracy,
+        m.lexical_head_accuracy,
+    ) {
+        println!(
+            "heads on the held-out split: sentence vectors {}, lexical {}; served: vectors + {w} × lexical",
+            pct(v),
+            pct(l)
+        );
+    }
     print_report("held-out split (first fit)", &m.holdout);
     if m.refit_examples > 0 {
         println!(
@@ -354,7 +385,8 @@ async fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
     }
     let texts: Vec<String> = loaded.rows.iter().map(|r| r.text.clone()).collect();
     let vectors = embed_all(&mut enc, &texts, cli.json).await?;
-    let predictions = c.predict(&vectors, 1)?;
+    let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let predictions = c.predict(&text_refs, &vectors, 1)?;
     let known: std::collections::HashSet<&str> = c.labels().iter().map(String::as_str).collect();
     let mut unknown = std::collections::BTreeSet::new();
     let outcomes: Vec<Outcome> = loaded
@@ -407,7 +439,8 @@ async fn predict(cli: &Cli, a: &PredictArgs) -> anyhow::Result<()> {
     let mut enc = Encoder::open(cli, &a.encoder).await?;
     let c = open_classifier(&a.classifier, &enc)?;
     let vectors = enc.embed(&a.texts, None).await?;
-    for (text, p) in a.texts.iter().zip(c.predict(&vectors, a.top_k)?) {
+    let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
+    for (text, p) in a.texts.iter().zip(c.predict(&texts, &vectors, a.top_k)?) {
         let best = p.top.first().cloned().unwrap_or_default();
         json(&json!({
             "text": text,

@@ -242,7 +242,7 @@ impl Kb {
     }
 
     /// Erases a tenant's whole knowledge base from the index (the database rows are the
-    /// caller's business): used by reindexing and by erasure.
+    /// caller's business): used by erasure.
     pub async fn drop_tenant_index(&self, tenant: &str) -> Result<(), KbError> {
         let _w = self.write.lock().await;
         self.blocking_index(|idx| {

@@ -115,7 +115,8 @@ pub struct TrainingMetrics {
     /// Examples of the second fit on everything (0: no refit).
     #[serde(default)]
     pub refit_examples: usize,
-    /// The lexical head's weight in the sum of logits (absent: no lexical head).
+    /// The lexical head's weight in the sum of logits chosen on the held-out split (0: the
+    /// head was dropped; absent: none trained).
     #[serde(default)]
     pub lexical_weight: Option<f32>,
     /// Closed-set accuracy on the held-out split of each head alone.
@@ -413,7 +414,7 @@ pub fn train(
     // The lexical head's weight: the one with the lowest calibrated negative
     // log-likelihood on the held-out split (accuracy on a few hundred examples moves in
     // steps too coarse to choose by). Without a held-out split, an even sum.
-    let (mut vector_acc, mut lexical_acc) = (None, None);
+    let (mut vector_acc, mut lexical_acc, mut lexical_weight) = (None, None, None);
     if let (Some(lex), Some(lo)) = (&classifier.lexical, &opts.lexical) {
         let val_texts = texts_of(&held_in);
         let zv = classifier.head.logits(&x_val)?.to_vec2::<f32>()?;
@@ -436,12 +437,17 @@ pub fn train(
             vector_acc = Some(closed_set_accuracy(&zv, &y_val));
             lexical_acc = Some(closed_set_accuracy(&zl, &y_val));
         }
-        classifier.meta.lexical = Some(artefact::LexicalMeta {
+        lexical_weight = Some(weight);
+        classifier.meta.lexical = (weight > 0.0).then(|| artefact::LexicalMeta {
             weight,
             options: lo.clone(),
             terms: lex.vocabulary.len(),
             sha256: String::new(),
         });
+    }
+    // A lexical head the held-out split gives no weight is neither served nor stored.
+    if classifier.meta.lexical.is_none() {
+        classifier.lexical = None;
     }
 
     // Calibrate on the held-out split.
@@ -515,7 +521,7 @@ pub fn train(
         threshold_source: source.into(),
         holdout: report(&outcomes, 10),
         refit_examples: 0,
-        lexical_weight: classifier.meta.lexical.as_ref().map(|l| l.weight),
+        lexical_weight,
         vector_head_accuracy: vector_acc,
         lexical_head_accuracy: lexical_acc,
     });
@@ -534,11 +540,9 @@ pub fn train(
             opts.seed,
             &mut |r| progress(&EpochReport { refit: true, ..*r }),
         )?;
-        if let Some(lo) = &opts.lexical {
-            let lex = lexical::train(&texts_of(&all), &y_fit, classes, lo, opts.seed).0;
-            if let Some(l) = classifier.meta.lexical.as_mut() {
-                l.terms = lex.vocabulary.len();
-            }
+        if let Some(l) = classifier.meta.lexical.as_mut() {
+            let lex = lexical::train(&texts_of(&all), &y_fit, classes, &l.options, opts.seed).0;
+            l.terms = lex.vocabulary.len();
             classifier.lexical = Some(lex);
         }
         let memory_all: Vec<usize> = all

@@ -273,3 +273,31 @@ fn wrong_dimensions_and_too_few_labels_are_errors() {
         .collect();
     assert!(train(&one_label, encoder(), &opts(), &mut |_| {}).is_err());
 }
+
+#[test]
+fn a_lexical_head_that_adds_nothing_is_dropped() {
+    // Wording drawn at random from every label's phrases: it misleads, only the vectors
+    // tell the labels apart.
+    let mut rng = rng::Rng::new(11);
+    let labels = ["lost_card", "balance", "opening_hours"];
+    let same: Vec<Example> = data(30, 0)
+        .into_iter()
+        .map(|e| {
+            let words = wording(labels[(rng.next_f32() * 3.0) as usize % 3]);
+            Example {
+                text: words[(rng.next_f32() * 3.0) as usize % 3].into(),
+                ..e
+            }
+        })
+        .collect();
+    let mut c = train(&same, encoder(), &opts(), &mut |_| {}).unwrap();
+    assert_eq!(c.metrics().unwrap().lexical_weight, Some(0.0));
+    assert!(c.lexical.is_none());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("intents");
+    c.save(&dir).unwrap();
+    assert!(!dir.join(LEXICON_FILE).exists());
+    let back = Classifier::load(&dir).unwrap();
+    let p = back.predict(&["card missing"], &[vec_on(1)], 1).unwrap();
+    assert_eq!(p[0].top[0].0, "balance");
+}

@@ -573,10 +573,15 @@ async fn stored_turns_are_redacted_and_a_customer_can_be_erased() {
         !all.contains("4111") && !all.contains("example.com"),
         "{all}"
     );
-    assert!(
-        !d.log_text().contains("4111"),
-        "customer text reached the log"
-    );
+    // The whole card number and the sentence around it, not a bare "4111": four digits
+    // also turn up in ports and timestamps' microseconds, which made this flaky.
+    let log = d.log_text();
+    for secret in ["4111 1111", "a.b@example.com", "was declined, mail me"] {
+        assert!(
+            !log.contains(secret),
+            "customer text reached the log: {secret}"
+        );
+    }
 
     // Erasure through the CLI (the local operator), audited without the id itself.
     let addr = format!("unix:{}", d.socket().display());

@@ -21,6 +21,9 @@ struct Args {
     /// f32 (default, exact), bf16 or f16.
     #[arg(long)]
     dtype: Option<String>,
+    /// Run Candle's own encoder instead of the native CPU one (for comparison).
+    #[arg(long)]
+    candle: bool,
 }
 
 fn pass(model: &EmbeddingModel, encoded: &[Encoded], batch: usize) -> anyhow::Result<()> {
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         &a.model_dir,
         &LoadOptions {
             dtype: a.dtype.clone(),
+            candle: a.candle,
             ..Default::default()
         },
     )?;
@@ -69,7 +73,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "engine": "confidant-candle",
+            "engine": format!("confidant-{}", model.engine()),
             "dtype": a.dtype.unwrap_or_else(|| "f32".into()),
             "threads": std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into()),
             "batch": a.batch, "n": sents.len(), "tokens": tokens,

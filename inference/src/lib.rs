@@ -14,6 +14,7 @@ mod error;
 pub mod import;
 mod manifest;
 mod model;
+mod native;
 mod pooling;
 mod st_config;
 mod tokenize;
@@ -25,6 +26,7 @@ pub use manifest::{
     Architecture, MANIFEST_FILE, Manifest, ModelInfo, Pooling, Scores, sha256_file,
 };
 pub use model::{Embedding, EmbeddingModel, LoadOptions};
+pub use native::amx_available;
 pub use tokenize::{Encoded, InputKind};
 
 pub type Result<T, E = InferenceError> = std::result::Result<T, E>;

@@ -9,6 +9,7 @@ use candle_transformers::models::{bert, xlm_roberta};
 
 use crate::device::{DeviceKind, parse_dtype};
 use crate::manifest::{Architecture, Manifest, Pooling};
+use crate::native::{NativeEncoder, Precision, Shape};
 use crate::pooling::{l2_normalize, pool};
 use crate::tokenize::{Encoded, InputKind, TextTokenizer};
 use crate::{InferenceError, Result, st_config};
@@ -19,6 +20,8 @@ pub struct LoadOptions {
     pub device: DeviceKind,
     /// "f32", "f16" or "bf16"; `None` picks the device's default (f32 on CPU).
     pub dtype: Option<String>,
+    /// Run Candle's encoder on CPU too, instead of the native one (for comparisons).
+    pub candle: bool,
 }
 
 /// One text's embedding, with what the tokenizer did to it.
@@ -32,6 +35,13 @@ pub struct Embedding {
 }
 
 enum Encoder {
+    Candle(CandleEncoder),
+    /// Our packed CPU encoder (see `native`): what CPU models run on when their activation
+    /// is the exact GELU, in f32 or (with AMX) bf16.
+    Native(NativeEncoder),
+}
+
+enum CandleEncoder {
     Bert(bert::BertModel),
     XlmRoberta(xlm_roberta::XLMRobertaModel),
 }
@@ -47,6 +57,7 @@ pub struct EmbeddingModel {
     normalize: bool,
     pad_id: u32,
     load_seconds: f64,
+    engine: &'static str,
 }
 
 impl std::fmt::Debug for EmbeddingModel {
@@ -123,17 +134,51 @@ impl EmbeddingModel {
             Some(s) => parse_dtype(s)?,
             None => opts.device.default_dtype(),
         };
-        let vb = weights(dir, &manifest, dtype, &device)?;
+        // The native encoder reads f32 weights whatever it computes in.
+        let native = match opts.device {
+            DeviceKind::Cpu if !opts.candle => Precision::for_dtype(dtype),
+            _ => None,
+        };
+        let vb = weights(
+            dir,
+            &manifest,
+            native.map_or(dtype, |_| DType::F32),
+            &device,
+        )?;
         let (encoder, pad_id, max_positions) = match info.architecture {
             Architecture::Bert => {
                 let cfg: bert::Config = read_json(dir, "config.json")?;
                 let pad = cfg.pad_token_id as u32;
                 let max_pos = cfg.max_position_embeddings;
-                (
-                    Encoder::Bert(bert::BertModel::load(vb, &cfg)?),
-                    pad,
-                    max_pos,
-                )
+                let encoder = match native.filter(|_| cfg.hidden_act == bert::HiddenAct::Gelu) {
+                    Some(precision) => {
+                        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+                            vb.pp("bert")
+                        } else {
+                            vb
+                        };
+                        let shape = Shape {
+                            hidden: cfg.hidden_size,
+                            heads: cfg.num_attention_heads,
+                            intermediate: cfg.intermediate_size,
+                            layers: cfg.num_hidden_layers,
+                            eps: cfg.layer_norm_eps as f32,
+                            position_offset: 0,
+                        };
+                        Encoder::Native(NativeEncoder::load(
+                            &vb,
+                            shape,
+                            [
+                                cfg.vocab_size,
+                                cfg.max_position_embeddings,
+                                cfg.type_vocab_size,
+                            ],
+                            precision,
+                        )?)
+                    }
+                    None => Encoder::Candle(CandleEncoder::Bert(bert::BertModel::load(vb, &cfg)?)),
+                };
+                (encoder, pad, max_pos)
             }
             Architecture::XlmRoberta => {
                 let cfg: xlm_roberta::Config = read_json(dir, "config.json")?;
@@ -147,12 +192,41 @@ impl EmbeddingModel {
                     .max_position_embeddings
                     .saturating_sub(cfg.pad_token_id as usize + 1);
                 let pad = cfg.pad_token_id;
-                (
-                    Encoder::XlmRoberta(xlm_roberta::XLMRobertaModel::new(&cfg, vb)?),
-                    pad,
-                    max_pos,
-                )
+                let gelu = cfg.hidden_act == candle_nn::Activation::Gelu;
+                let encoder = match native.filter(|_| gelu) {
+                    Some(precision) => {
+                        let shape = Shape {
+                            hidden: cfg.hidden_size,
+                            heads: cfg.num_attention_heads,
+                            intermediate: cfg.intermediate_size,
+                            layers: cfg.num_hidden_layers,
+                            eps: cfg.layer_norm_eps as f32,
+                            position_offset: cfg.pad_token_id as usize + 1,
+                        };
+                        Encoder::Native(NativeEncoder::load(
+                            &vb,
+                            shape,
+                            [
+                                cfg.vocab_size,
+                                cfg.max_position_embeddings,
+                                cfg.type_vocab_size,
+                            ],
+                            precision,
+                        )?)
+                    }
+                    None => Encoder::Candle(CandleEncoder::XlmRoberta(
+                        xlm_roberta::XLMRobertaModel::new(&cfg, vb)?,
+                    )),
+                };
+                (encoder, pad, max_pos)
             }
+        };
+        let engine = match &encoder {
+            Encoder::Native(n) => match n.precision() {
+                Precision::F32 => "native-f32",
+                Precision::AmxBf16 => "native-amx-bf16",
+            },
+            _ => "candle",
         };
         if info.max_seq_length > max_positions {
             return Err(InferenceError::Manifest {
@@ -165,7 +239,7 @@ impl EmbeddingModel {
         }
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"), info.max_seq_length)?;
         let load_seconds = started.elapsed().as_secs_f64();
-        tracing::info!(model = %info.name, dir = %dir.display(), device = %opts.device, ?dtype, load_seconds, "model loaded");
+        tracing::info!(model = %info.name, dir = %dir.display(), device = %opts.device, ?dtype, engine, load_seconds, "model loaded");
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
@@ -177,6 +251,7 @@ impl EmbeddingModel {
             normalize,
             pad_id,
             load_seconds,
+            engine,
         })
     }
 
@@ -194,6 +269,11 @@ impl EmbeddingModel {
 
     pub fn load_seconds(&self) -> f64 {
         self.load_seconds
+    }
+
+    /// Which encoder runs the model: "candle", "native-f32" or "native-amx-bf16".
+    pub fn engine(&self) -> &'static str {
+        self.engine
     }
 
     /// Tokenises one text, with the manifest's query or passage prefix.
@@ -218,6 +298,10 @@ impl EmbeddingModel {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        let candle = match &self.encoder {
+            Encoder::Native(native) => return self.forward_native(native, batch),
+            Encoder::Candle(c) => c,
+        };
         let max_len = batch.iter().map(|e| e.len()).max().unwrap_or(0);
         let n = batch.len();
         let mut ids = Vec::with_capacity(n * max_len);
@@ -235,9 +319,9 @@ impl EmbeddingModel {
         let ids = Tensor::from_vec(ids, (n, max_len), &self.device)?;
         let types = Tensor::from_vec(types, (n, max_len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, max_len), &self.device)?;
-        let hidden = match &self.encoder {
-            Encoder::Bert(m) => m.forward(&ids, &types, Some(&mask))?,
-            Encoder::XlmRoberta(m) => m.forward(&ids, &mask, &types, None, None, None)?,
+        let hidden = match candle {
+            CandleEncoder::Bert(m) => m.forward(&ids, &types, Some(&mask))?,
+            CandleEncoder::XlmRoberta(m) => m.forward(&ids, &mask, &types, None, None, None)?,
         };
         let pooled = pool(&hidden, &mask.to_dtype(hidden.dtype())?, self.pooling)?;
         let out = if self.normalize {
@@ -246,6 +330,37 @@ impl EmbeddingModel {
             pooled.to_dtype(DType::F32)?
         };
         Ok(out.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
+    }
+
+    fn forward_native(&self, native: &NativeEncoder, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+        let hidden = native.forward(batch, candle_core::utils::get_num_threads())?;
+        let h = self.dimension();
+        let mut out = Vec::with_capacity(batch.len());
+        let mut row = 0;
+        for e in batch {
+            let rows = &hidden[row * h..(row + e.len()) * h];
+            row += e.len();
+            let mut v = match self.pooling {
+                Pooling::Cls => rows[..h].to_vec(),
+                Pooling::Mean => {
+                    let mut v = vec![0f32; h];
+                    for r in rows.chunks_exact(h) {
+                        for (a, b) in v.iter_mut().zip(r) {
+                            *a += b;
+                        }
+                    }
+                    let n = e.len().max(1) as f32;
+                    v.iter_mut().for_each(|a| *a /= n);
+                    v
+                }
+            };
+            if self.normalize {
+                let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|a| *a /= norm);
+            }
+            out.push(v);
+        }
+        Ok(out)
     }
 
     /// Embeds texts directly, without the batcher (for the CLI and benchmarks).

@@ -98,6 +98,85 @@ fn token_ids_and_embeddings_match_sentence_transformers() {
     }
 }
 
+/// Texts of many lengths, so batches span several 32-row blocks, threads and paddings.
+fn varied_texts() -> Vec<String> {
+    let words = "my card was declined at the shop yesterday and I need to know why because \
+                 the balance looks fine in the app although a transfer is still pending";
+    let words: Vec<&str> = words.split_whitespace().collect();
+    (1..=40)
+        .map(|n| {
+            words
+                .iter()
+                .cycle()
+                .skip(n)
+                .take(n)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn the_native_encoder_matches_candles() {
+    let Some(dir) = model_dir() else { return };
+    let native = EmbeddingModel::load(&dir, &LoadOptions::default()).unwrap();
+    assert_eq!(native.engine(), "native-f32");
+    let candle = EmbeddingModel::load(
+        &dir,
+        &LoadOptions {
+            candle: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(candle.engine(), "candle");
+    let texts = varied_texts();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let a = native.embed(&texts, InputKind::Query).unwrap();
+    let b = candle.embed(&texts, InputKind::Query).unwrap();
+    for ((x, y), t) in a.iter().zip(&b).zip(&texts) {
+        let cos = cosine(&x.vector, &y.vector);
+        assert!(cos >= 0.99999, "cosine {cos} for {t:?}");
+        assert_eq!(x.tokens, y.tokens);
+    }
+}
+
+#[test]
+fn amx_bf16_keeps_cosine_0_999_with_f32() {
+    let Some(dir) = model_dir() else { return };
+    if !confidant_inference::amx_available() {
+        eprintln!("SKIPPED amx_bf16_keeps_cosine_0_999_with_f32: this CPU has no AMX-BF16");
+        return;
+    }
+    let opts = LoadOptions {
+        dtype: Some("bf16".into()),
+        ..Default::default()
+    };
+    let bf16 = EmbeddingModel::load(&dir, &opts).unwrap();
+    assert_eq!(bf16.engine(), "native-amx-bf16");
+    for c in &reference() {
+        let e = bf16.embed(&[&c.text], InputKind::Query).unwrap();
+        let cos = cosine(&e[0].vector, &c.embedding);
+        assert!(cos >= 0.999, "cosine {cos} for {:?}", c.text);
+    }
+    let f32 = EmbeddingModel::load(&dir, &LoadOptions::default()).unwrap();
+    let texts = varied_texts();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let a = bf16.embed(&texts, InputKind::Query).unwrap();
+    let b = f32.embed(&texts, InputKind::Query).unwrap();
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| cosine(&x.vector, &y.vector))
+        .fold(1.0, f64::min);
+    eprintln!(
+        "amx bf16 vs f32: lowest cosine {worst:.6} over {} texts",
+        texts.len()
+    );
+    assert!(worst >= 0.999, "lowest cosine {worst}");
+}
+
 #[test]
 fn long_inputs_are_truncated_at_256_and_say_so() {
     let Some(dir) = model_dir() else { return };

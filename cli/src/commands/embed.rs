@@ -28,6 +28,7 @@ pub fn run(_cli: &Cli, args: &EmbedArgs) -> anyhow::Result<()> {
         &LoadOptions {
             device: args.device,
             dtype: None,
+            ..Default::default()
         },
     )?;
     let kind = if args.passage {

@@ -588,6 +588,7 @@ impl Config {
             // Validated above.
             device: self.model.device.parse().unwrap_or_default(),
             dtype: (!self.model.dtype.is_empty()).then(|| self.model.dtype.clone()),
+            ..Default::default()
         }
     }
 }

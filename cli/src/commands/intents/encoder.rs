@@ -49,6 +49,7 @@ impl Encoder {
                 &LoadOptions {
                     device: args.device,
                     dtype: None,
+                    ..Default::default()
                 },
             )?;
             return Ok(Self::Local(Box::new(model)));

@@ -18,12 +18,48 @@ struct Args {
     batch: usize,
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// f32 (default, exact), bf16 or f16.
+    /// f32 (default, exact), bf16, f16 or int8.
     #[arg(long)]
     dtype: Option<String>,
     /// Run Candle's own encoder instead of the native CPU one (for comparison).
     #[arg(long)]
     candle: bool,
+    /// Also embed every sentence with the f32 encoder and report the lowest and mean
+    /// cosine between the two (for --dtype bf16 or int8).
+    #[arg(long)]
+    cosine_vs_f32: bool,
+}
+
+/// Lowest and mean cosine between `model`'s embeddings and f32's, and how many fall
+/// below 0.999.
+fn cosine_vs_f32(
+    model: &EmbeddingModel,
+    dir: &std::path::Path,
+    sents: &[&str],
+) -> anyhow::Result<serde_json::Value> {
+    let f32 = EmbeddingModel::load(dir, &LoadOptions::default())?;
+    let (mut low, mut sum, mut below) = (1f64, 0f64, 0usize);
+    for chunk in sents.chunks(32) {
+        let a = model.embed(chunk, InputKind::Query)?;
+        let b = f32.embed(chunk, InputKind::Query)?;
+        for (x, y) in a.iter().zip(&b) {
+            // Both are L2-normalised.
+            let c: f64 = x
+                .vector
+                .iter()
+                .zip(&y.vector)
+                .map(|(p, q)| f64::from(p * q))
+                .sum();
+            low = low.min(c);
+            sum += c;
+            below += usize::from(c < 0.999);
+        }
+    }
+    Ok(serde_json::json!({
+        "lowest": (low * 1e6).round() / 1e6,
+        "mean": (sum / sents.len().max(1) as f64 * 1e6).round() / 1e6,
+        "below_0_999": below,
+    }))
 }
 
 fn pass(model: &EmbeddingModel, encoded: &[Encoded], batch: usize) -> anyhow::Result<()> {
@@ -70,6 +106,12 @@ fn main() -> anyhow::Result<()> {
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     let tokens: usize = warm.iter().map(Encoded::len).sum();
+    let total_s = started.elapsed().as_secs_f64();
+    let cosine = if a.cosine_vs_f32 {
+        cosine_vs_f32(&model, &a.model_dir, &sents)?
+    } else {
+        serde_json::Value::Null
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -79,7 +121,8 @@ fn main() -> anyhow::Result<()> {
             "batch": a.batch, "n": sents.len(), "tokens": tokens,
             "runs_s": times.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>(),
             "sent_per_s_median": ((sents.len() as f64 / median) * 10.0).round() / 10.0,
-            "total_s": started.elapsed().as_secs_f64(),
+            "total_s": total_s,
+            "cosine_vs_f32": cosine,
         })
     );
     Ok(())

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side embedding throughput: Confidant (Candle) and sentence-transformers (PyTorch)
+# Side-by-side embedding throughput: Confidant and sentence-transformers (PyTorch)
 # in the same run, same sentences, same threads and batch size. Prints both JSON lines and
 # the ratio. Run on an idle machine: a concurrent compile skews both figures.
 #
-#   benches/run.sh [--dtype bf16]
+#   benches/run.sh [--dtype int8|bf16] [--runs N]
 #
 # Needs the default model (models/install-default), ../shared/bench/, and a Python with
 # torch and sentence-transformers: set ST_PYTHON (default: /opt/st-venv/bin/python), e.g.

@@ -100,6 +100,35 @@ async fn embeds_over_grpc_with_reference_parity_and_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_dtype_int8_is_served_within_cosine_0_999_and_logged() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start_with_env(&model, "", &[("CONFIDANT__MODEL__DTYPE", "int8")]).await;
+    let mut c = EmbeddingServiceClient::new(d.channel().await);
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|(t, _)| t.as_str()).collect();
+    let r = c
+        .embed(d.req(embed_request(&texts)))
+        .await
+        .unwrap()
+        .into_inner();
+    for ((t, want), got) in refs.iter().zip(&r.embeddings) {
+        let cos = cosine(&got.vector, want);
+        assert!(cos >= 0.999, "cosine {cos} for {t:?}");
+    }
+    let log = d.log_text();
+    if confidant_inference::int8_available() {
+        assert!(log.contains("native-vnni-int8"), "engine not logged: {log}");
+    } else {
+        // Without VNNI the daemon says so and serves f32.
+        eprintln!("int8 unavailable here: checking the f32 fallback instead");
+        assert!(
+            log.contains("AVX-512-VNNI") && log.contains("native-f32"),
+            "{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_work_for_standard_tools() {
     use tokio_stream::StreamExt;
     use tonic_reflection::pb::v1::ServerReflectionRequest;

@@ -70,7 +70,7 @@ pub(crate) fn parse_dtype(s: &str) -> Result<DType> {
         "bf16" => Ok(DType::BF16),
         _ => Err(InferenceError::invalid(
             "dtype",
-            format!("unknown dtype {s:?}: expected f32, f16 or bf16"),
+            format!("unknown dtype {s:?}: expected f32, f16, bf16 or int8"),
         )),
     }
 }

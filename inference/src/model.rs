@@ -18,7 +18,8 @@ use crate::{InferenceError, Result, st_config};
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     pub device: DeviceKind,
-    /// "f32", "f16" or "bf16"; `None` picks the device's default (f32 on CPU).
+    /// "f32", "f16", "bf16" or (CPU only) "int8"; `None` picks the device's default (f32
+    /// on CPU).
     pub dtype: Option<String>,
     /// Run Candle's encoder on CPU too, instead of the native one (for comparisons).
     pub candle: bool,
@@ -79,6 +80,29 @@ fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<T
     })
 }
 
+/// The native encoder from the config fields BERT and XLM-R share:
+/// `[hidden, heads, intermediate, layers]`, and the word, position and token-type table rows.
+fn native_encoder(
+    vb: &VarBuilder,
+    [hidden, heads, intermediate, layers]: [usize; 4],
+    eps: f64,
+    position_offset: usize,
+    tables: [usize; 3],
+    precision: Precision,
+) -> Result<Encoder> {
+    let shape = Shape {
+        hidden,
+        heads,
+        intermediate,
+        layers,
+        eps: eps as f32,
+        position_offset,
+    };
+    Ok(Encoder::Native(NativeEncoder::load(
+        vb, shape, tables, precision,
+    )?))
+}
+
 fn weights(
     dir: &Path,
     manifest: &Manifest,
@@ -130,12 +154,26 @@ impl EmbeddingModel {
         let normalize = info.normalize.or(st.normalize).unwrap_or(true);
 
         let device = opts.device.open()?;
+        // int8 is the native CPU encoder's alone: everything around its linear layers,
+        // and Candle where it is asked for, stays f32.
+        let int8 = opts.dtype.as_deref() == Some("int8");
         let dtype = match &opts.dtype {
+            _ if int8 => DType::F32,
             Some(s) => parse_dtype(s)?,
             None => opts.device.default_dtype(),
         };
+        if int8 && opts.device != DeviceKind::Cpu {
+            return Err(InferenceError::invalid(
+                "dtype",
+                "int8 runs on CPU only: use f16 or bf16 on a GPU",
+            ));
+        }
         // The native encoder reads f32 weights whatever it computes in.
         let native = match opts.device {
+            DeviceKind::Cpu if !opts.candle && int8 => Precision::int8().or_else(|| {
+                tracing::warn!("dtype int8 needs AVX-512-VNNI, which this CPU lacks: running f32");
+                Some(Precision::F32)
+            }),
             DeviceKind::Cpu if !opts.candle => Precision::for_dtype(dtype),
             _ => None,
         };
@@ -157,24 +195,23 @@ impl EmbeddingModel {
                         } else {
                             vb
                         };
-                        let shape = Shape {
-                            hidden: cfg.hidden_size,
-                            heads: cfg.num_attention_heads,
-                            intermediate: cfg.intermediate_size,
-                            layers: cfg.num_hidden_layers,
-                            eps: cfg.layer_norm_eps as f32,
-                            position_offset: 0,
-                        };
-                        Encoder::Native(NativeEncoder::load(
+                        native_encoder(
                             &vb,
-                            shape,
+                            [
+                                cfg.hidden_size,
+                                cfg.num_attention_heads,
+                                cfg.intermediate_size,
+                                cfg.num_hidden_layers,
+                            ],
+                            cfg.layer_norm_eps,
+                            0,
                             [
                                 cfg.vocab_size,
                                 cfg.max_position_embeddings,
                                 cfg.type_vocab_size,
                             ],
                             precision,
-                        )?)
+                        )?
                     }
                     None => Encoder::Candle(CandleEncoder::Bert(bert::BertModel::load(vb, &cfg)?)),
                 };
@@ -194,26 +231,23 @@ impl EmbeddingModel {
                 let pad = cfg.pad_token_id;
                 let gelu = cfg.hidden_act == candle_nn::Activation::Gelu;
                 let encoder = match native.filter(|_| gelu) {
-                    Some(precision) => {
-                        let shape = Shape {
-                            hidden: cfg.hidden_size,
-                            heads: cfg.num_attention_heads,
-                            intermediate: cfg.intermediate_size,
-                            layers: cfg.num_hidden_layers,
-                            eps: cfg.layer_norm_eps as f32,
-                            position_offset: cfg.pad_token_id as usize + 1,
-                        };
-                        Encoder::Native(NativeEncoder::load(
-                            &vb,
-                            shape,
-                            [
-                                cfg.vocab_size,
-                                cfg.max_position_embeddings,
-                                cfg.type_vocab_size,
-                            ],
-                            precision,
-                        )?)
-                    }
+                    Some(precision) => native_encoder(
+                        &vb,
+                        [
+                            cfg.hidden_size,
+                            cfg.num_attention_heads,
+                            cfg.intermediate_size,
+                            cfg.num_hidden_layers,
+                        ],
+                        cfg.layer_norm_eps,
+                        cfg.pad_token_id as usize + 1,
+                        [
+                            cfg.vocab_size,
+                            cfg.max_position_embeddings,
+                            cfg.type_vocab_size,
+                        ],
+                        precision,
+                    )?,
                     None => Encoder::Candle(CandleEncoder::XlmRoberta(
                         xlm_roberta::XLMRobertaModel::new(&cfg, vb)?,
                     )),
@@ -222,10 +256,7 @@ impl EmbeddingModel {
             }
         };
         let engine = match &encoder {
-            Encoder::Native(n) => match n.precision() {
-                Precision::F32 => "native-f32",
-                Precision::AmxBf16 => "native-amx-bf16",
-            },
+            Encoder::Native(n) => n.precision().engine(),
             _ => "candle",
         };
         if info.max_seq_length > max_positions {
@@ -271,7 +302,8 @@ impl EmbeddingModel {
         self.load_seconds
     }
 
-    /// Which encoder runs the model: "candle", "native-f32" or "native-amx-bf16".
+    /// Which encoder runs the model: "candle", "native-f32", "native-amx-bf16" or
+    /// "native-avx512-bf16".
     pub fn engine(&self) -> &'static str {
         self.engine
     }

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use confidant_inference::{Batcher, BatcherConfig, EmbeddingModel, InputKind, LoadOptions};
 use serde_json::Value;
@@ -143,27 +143,51 @@ fn the_native_encoder_matches_candles() {
 }
 
 #[test]
-fn amx_bf16_keeps_cosine_0_999_with_f32() {
+fn native_bf16_keeps_cosine_0_999_with_f32() {
     let Some(dir) = model_dir() else { return };
-    if !confidant_inference::amx_available() {
-        eprintln!("SKIPPED amx_bf16_keeps_cosine_0_999_with_f32: this CPU has no AMX-BF16");
+    // AMX where the CPU has it, else AVX-512-BF16; each kernel is also unit-tested alone.
+    let expected = if confidant_inference::amx_available() {
+        "native-amx-bf16"
+    } else if confidant_inference::avx512_bf16_available() {
+        "native-avx512-bf16"
+    } else {
+        eprintln!(
+            "SKIPPED native_bf16_keeps_cosine_0_999_with_f32: this CPU has neither AMX-BF16 \
+             nor AVX-512-BF16"
+        );
+        return;
+    };
+    keeps_cosine_0_999_with_f32(&dir, "bf16", expected);
+}
+
+#[test]
+fn native_int8_keeps_cosine_0_999_with_f32() {
+    let Some(dir) = model_dir() else { return };
+    if !confidant_inference::int8_available() {
+        eprintln!("SKIPPED native_int8_keeps_cosine_0_999_with_f32: this CPU has no AVX-512-VNNI");
         return;
     }
+    keeps_cosine_0_999_with_f32(&dir, "int8", "native-vnni-int8");
+}
+
+/// The reference sentences and varied texts under `dtype` stay within cosine 0.999 of
+/// sentence-transformers and of our f32 path.
+fn keeps_cosine_0_999_with_f32(dir: &Path, dtype: &str, expected: &str) {
     let opts = LoadOptions {
-        dtype: Some("bf16".into()),
+        dtype: Some(dtype.into()),
         ..Default::default()
     };
-    let bf16 = EmbeddingModel::load(&dir, &opts).unwrap();
-    assert_eq!(bf16.engine(), "native-amx-bf16");
+    let low = EmbeddingModel::load(dir, &opts).unwrap();
+    assert_eq!(low.engine(), expected);
     for c in &reference() {
-        let e = bf16.embed(&[&c.text], InputKind::Query).unwrap();
+        let e = low.embed(&[&c.text], InputKind::Query).unwrap();
         let cos = cosine(&e[0].vector, &c.embedding);
         assert!(cos >= 0.999, "cosine {cos} for {:?}", c.text);
     }
-    let f32 = EmbeddingModel::load(&dir, &LoadOptions::default()).unwrap();
+    let f32 = EmbeddingModel::load(dir, &LoadOptions::default()).unwrap();
     let texts = varied_texts();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let a = bf16.embed(&texts, InputKind::Query).unwrap();
+    let a = low.embed(&texts, InputKind::Query).unwrap();
     let b = f32.embed(&texts, InputKind::Query).unwrap();
     let worst = a
         .iter()
@@ -171,7 +195,7 @@ fn amx_bf16_keeps_cosine_0_999_with_f32() {
         .map(|(x, y)| cosine(&x.vector, &y.vector))
         .fold(1.0, f64::min);
     eprintln!(
-        "amx bf16 vs f32: lowest cosine {worst:.6} over {} texts",
+        "{expected} vs f32: lowest cosine {worst:.6} over {} texts",
         texts.len()
     );
     assert!(worst >= 0.999, "lowest cosine {worst}");

@@ -240,7 +240,7 @@ pub struct ModelConfig {
     pub dir: PathBuf,
     /// "cpu", "cuda" or "cuda:N".
     pub device: String,
-    /// "f32", "f16" or "bf16"; empty for the device's default (f32 on CPU).
+    /// "f32", "f16", "bf16" or "int8" (CPU only); empty for the device's default (f32 on CPU).
     pub dtype: String,
 }
 
@@ -419,8 +419,8 @@ impl Config {
             .device
             .parse::<confidant_inference::DeviceKind>()
             .map_err(|e| invalid("model.device", e))?;
-        if !["", "f32", "f16", "bf16"].contains(&self.model.dtype.as_str()) {
-            return Err(invalid("model.dtype", "expected f32, f16 or bf16"));
+        if !["", "f32", "f16", "bf16", "int8"].contains(&self.model.dtype.as_str()) {
+            return Err(invalid("model.dtype", "expected f32, f16, bf16 or int8"));
         }
         if self.model.dir.as_os_str().is_empty() {
             return Err(invalid("model.dir", "must be set"));
@@ -689,6 +689,8 @@ mod tests {
         assert_eq!(c.inference.queue_capacity, 5);
         assert_eq!(c.inference.max_wait_ms, 7);
         assert_eq!(c.model.dir, PathBuf::from("/opt/m"));
+        let c = Config::from_parts("", env(&[("CONFIDANT__MODEL__DTYPE", "int8")])).unwrap();
+        assert_eq!(c.model.dtype, "int8");
     }
 
     #[test]
@@ -697,6 +699,7 @@ mod tests {
             ("[server]\nlisten = \"0.0.0.0:50051\"\n", "server.listen"),
             ("[server]\nlisten = \"nonsense\"\n", "server.listen"),
             ("[model]\ndevice = \"tpu\"\n", "model.device"),
+            ("[model]\ndtype = \"int4\"\n", "model.dtype"),
             (
                 "[inference]\nqueue_capacity = 0\n",
                 "inference.queue_capacity",

@@ -9,9 +9,7 @@ use std::arch::asm;
 use std::arch::x86_64::__cpuid_count;
 use std::sync::OnceLock;
 
-/// Rows and columns of one C tile, and bf16 values along k in one A/B tile row.
-pub(super) const TILE: usize = 16;
-pub(super) const TILE_K: usize = 32;
+use super::bf16::{BLOCK_K as TILE_K, BLOCK_N as TILE, PackedBf16};
 
 /// True when this CPU has AMX-BF16 and the kernel let this process use the tiles.
 pub(super) fn available() -> bool {
@@ -46,112 +44,76 @@ fn request_tile_permission() -> bool {
     ret == 0
 }
 
-/// A weight matrix `[out, in]` repacked once into AMX B tiles: for each block of 16
-/// outputs and 32 inputs, 16 rows of 16 (input pair, output) bf16 pairs (VNNI layout).
-pub(super) struct PackedBf16 {
-    data: Vec<u16>,
-    pub(super) out: usize,
-    pub(super) inp: usize,
-}
+/// Rows of A (and C) one matmul step covers: two 16-row tiles.
+pub(super) const ROWS: usize = 2 * TILE;
 
-pub(super) fn bf16(x: f32) -> u16 {
-    let bits = x.to_bits();
-    // Round to nearest even, as the hardware's own conversion does.
-    ((bits.wrapping_add(0x7fff + ((bits >> 16) & 1))) >> 16) as u16
-}
-
-impl PackedBf16 {
-    /// `None` when the shape does not fit whole tiles (the caller keeps f32).
-    pub(super) fn pack(w: &[f32], out: usize, inp: usize) -> Option<Self> {
-        if !out.is_multiple_of(2 * TILE) || !inp.is_multiple_of(TILE_K) || w.len() != out * inp {
-            return None;
-        }
-        let kb = inp / TILE_K;
-        let mut data = vec![0u16; out * inp];
-        for nb in 0..out / TILE {
-            for k in 0..kb {
-                let tile = &mut data[(nb * kb + k) * TILE * TILE_K..][..TILE * TILE_K];
-                for kp in 0..TILE_K / 2 {
-                    for n in 0..TILE {
-                        for j in 0..2 {
-                            tile[kp * TILE * 2 + n * 2 + j] =
-                                bf16(w[(nb * TILE + n) * inp + k * TILE_K + kp * 2 + j]);
-                        }
-                    }
-                }
-            }
-        }
-        Some(Self { data, out, inp })
-    }
-
-    /// `c[rows, out] = a[rows, in] · wᵀ`, where `a` is bf16 row-major with `rows` a multiple
-    /// of 32 and `c` is f32 row-major. Must run on a thread after [`available`] said yes.
-    pub(super) fn matmul(&self, a: &[u16], rows: usize, c: &mut [f32]) {
-        assert!(rows.is_multiple_of(2 * TILE) && a.len() >= rows * self.inp);
-        assert!(c.len() >= rows * self.out);
-        let cfg = TileConfig::uniform();
-        let kb = self.inp / TILE_K;
-        let lda = (self.inp * 2) as isize;
-        let ldc = (self.out * 4) as isize;
-        let ldb: isize = (TILE * 2 * 2) as isize;
-        #[allow(unsafe_code)]
-        // SAFETY: every tile load and store below stays inside `a`, `self.data` and `c`
-        // (16 rows × 64 bytes from a start the loops keep in range, checked by the asserts
-        // above); the tile registers are used by no other code on this thread.
-        unsafe {
-            asm!("ldtilecfg [{}]", in(reg) cfg.bytes.as_ptr(), options(nostack, readonly));
-            for r in (0..rows).step_by(2 * TILE) {
-                let a0 = a.as_ptr().add(r * self.inp);
-                let a1 = a.as_ptr().add((r + TILE) * self.inp);
-                for nb in (0..self.out / TILE).step_by(2) {
+/// `c[rows, out] = a[rows, in] · wᵀ`, where `a` is bf16 row-major with `rows` a multiple
+/// of 32 and `c` is f32 row-major. Must run on a thread after [`available`] said yes.
+pub(super) fn matmul(w: &PackedBf16, a: &[u16], rows: usize, c: &mut [f32]) {
+    assert!(rows.is_multiple_of(2 * TILE) && a.len() >= rows * w.inp);
+    assert!(c.len() >= rows * w.out);
+    let cfg = TileConfig::uniform();
+    let kb = w.inp / TILE_K;
+    let lda = (w.inp * 2) as isize;
+    let ldc = (w.out * 4) as isize;
+    let ldb: isize = (TILE * 2 * 2) as isize;
+    #[allow(unsafe_code)]
+    // SAFETY: every tile load and store below stays inside `a`, `w.data` and `c`
+    // (16 rows × 64 bytes from a start the loops keep in range, checked by the asserts
+    // above); the tile registers are used by no other code on this thread.
+    unsafe {
+        asm!("ldtilecfg [{}]", in(reg) cfg.bytes.as_ptr(), options(nostack, readonly));
+        for r in (0..rows).step_by(2 * TILE) {
+            let a0 = a.as_ptr().add(r * w.inp);
+            let a1 = a.as_ptr().add((r + TILE) * w.inp);
+            for nb in (0..w.out / TILE).step_by(2) {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+                let b0 = w.data.as_ptr().add(nb * kb * TILE * TILE_K);
+                let b1 = w.data.as_ptr().add((nb + 1) * kb * TILE * TILE_K);
+                for k in 0..kb {
                     asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        "tilezero tmm3",
-                        options(nostack, nomem)
-                    );
-                    let b0 = self.data.as_ptr().add(nb * kb * TILE * TILE_K);
-                    let b1 = self.data.as_ptr().add((nb + 1) * kb * TILE * TILE_K);
-                    for k in 0..kb {
-                        asm!(
-                            "tileloadd tmm4, [{a0} + {lda}*1]",
-                            "tileloadd tmm5, [{a1} + {lda}*1]",
-                            "tileloadd tmm6, [{b0} + {ldb}*1]",
-                            "tileloadd tmm7, [{b1} + {ldb}*1]",
-                            "tdpbf16ps tmm0, tmm4, tmm6",
-                            "tdpbf16ps tmm1, tmm4, tmm7",
-                            "tdpbf16ps tmm2, tmm5, tmm6",
-                            "tdpbf16ps tmm3, tmm5, tmm7",
-                            a0 = in(reg) a0.add(k * TILE_K),
-                            a1 = in(reg) a1.add(k * TILE_K),
-                            b0 = in(reg) b0.add(k * TILE * TILE_K),
-                            b1 = in(reg) b1.add(k * TILE * TILE_K),
-                            lda = in(reg) lda,
-                            ldb = in(reg) ldb,
-                            options(nostack, readonly)
-                        );
-                    }
-                    let c00 = c.as_mut_ptr().add(r * self.out + nb * TILE);
-                    let c01 = c00.add(TILE);
-                    let c10 = c.as_mut_ptr().add((r + TILE) * self.out + nb * TILE);
-                    let c11 = c10.add(TILE);
-                    asm!(
-                        "tilestored [{c00} + {ldc}*1], tmm0",
-                        "tilestored [{c01} + {ldc}*1], tmm1",
-                        "tilestored [{c10} + {ldc}*1], tmm2",
-                        "tilestored [{c11} + {ldc}*1], tmm3",
-                        c00 = in(reg) c00,
-                        c01 = in(reg) c01,
-                        c10 = in(reg) c10,
-                        c11 = in(reg) c11,
-                        ldc = in(reg) ldc,
-                        options(nostack)
+                        "tileloadd tmm4, [{a0} + {lda}*1]",
+                        "tileloadd tmm5, [{a1} + {lda}*1]",
+                        "tileloadd tmm6, [{b0} + {ldb}*1]",
+                        "tileloadd tmm7, [{b1} + {ldb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0.add(k * TILE_K),
+                        a1 = in(reg) a1.add(k * TILE_K),
+                        b0 = in(reg) b0.add(k * TILE * TILE_K),
+                        b1 = in(reg) b1.add(k * TILE * TILE_K),
+                        lda = in(reg) lda,
+                        ldb = in(reg) ldb,
+                        options(nostack, readonly)
                     );
                 }
+                let c00 = c.as_mut_ptr().add(r * w.out + nb * TILE);
+                let c01 = c00.add(TILE);
+                let c10 = c.as_mut_ptr().add((r + TILE) * w.out + nb * TILE);
+                let c11 = c10.add(TILE);
+                asm!(
+                    "tilestored [{c00} + {ldc}*1], tmm0",
+                    "tilestored [{c01} + {ldc}*1], tmm1",
+                    "tilestored [{c10} + {ldc}*1], tmm2",
+                    "tilestored [{c11} + {ldc}*1], tmm3",
+                    c00 = in(reg) c00,
+                    c01 = in(reg) c01,
+                    c10 = in(reg) c10,
+                    c11 = in(reg) c11,
+                    ldc = in(reg) ldc,
+                    options(nostack)
+                );
             }
-            asm!("tilerelease", options(nostack, nomem));
         }
+        asm!("tilerelease", options(nostack, nomem));
     }
 }
 
@@ -177,6 +139,7 @@ impl TileConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::native::bf16::bf16;
 
     #[test]
     fn amx_matmul_matches_f32() {
@@ -194,7 +157,7 @@ mod tests {
         let packed = PackedBf16::pack(&w, out, inp).unwrap();
         let a: Vec<u16> = x.iter().map(|&v| bf16(v)).collect();
         let mut c = vec![0f32; rows * out];
-        packed.matmul(&a, rows, &mut c);
+        matmul(&packed, &a, rows, &mut c);
         for r in 0..rows {
             for o in 0..out {
                 let want: f32 = (0..inp).map(|k| x[r * inp + k] * w[o * inp + k]).sum();

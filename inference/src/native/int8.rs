@@ -132,28 +132,21 @@ impl QuantRows {
         self.zero.resize(rows * groups, 0.0);
         let values = x[..rows * inp].as_chunks::<GROUP>().0;
         let quantised = self.q[..rows * inp].as_chunks_mut::<GROUP>().0;
+        assert!(available());
         for (i, (x, q)) in values.iter().zip(quantised).enumerate() {
-            let (s, z) = quantize_group(x, q);
+            // SAFETY: the CPU has AVX-512F and BW (asserted above).
+            #[allow(unsafe_code)]
+            let (s, z) = unsafe { quantize_group(x, q) };
             self.scale[i] = s;
             self.zero[i] = z;
         }
     }
 }
 
-/// One group: returns its scale and zero point.
-fn quantize_group(x: &[f32; GROUP], q: &mut [u8; GROUP]) -> (f32, f32) {
-    assert!(available());
-    // SAFETY: the CPU has AVX-512F and BW (asserted above).
-    #[allow(unsafe_code)]
-    unsafe {
-        quantize_group_avx512(x, q)
-    }
-}
-
-/// Written with intrinsics: the compiler's own vectorisation of this loop (min/max, then
+/// One group: returns its scale and zero point. Written with intrinsics: the compiler's own vectorisation of this loop (min/max, then
 /// a saturating float-to-u8 cast) came out mostly scalar, 9% of the int8 profile.
 #[target_feature(enable = "avx512f,avx512bw")]
-fn quantize_group_avx512(x: &[f32; GROUP], q: &mut [u8; GROUP]) -> (f32, f32) {
+fn quantize_group(x: &[f32; GROUP], q: &mut [u8; GROUP]) -> (f32, f32) {
     // SAFETY: four unaligned loads and four 16-byte stores inside the 64-value arrays.
     #[allow(unsafe_code)]
     unsafe {

@@ -106,7 +106,11 @@ pub(super) fn exp_neg(x: f32) -> f32 {
     let x = x.max(-87.0);
     // Round to nearest by adding and removing 1.5·2^23 (x·log2e is within ±126).
     const SHIFTER: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + SHIFTER) - SHIFTER;
+    let t = x * std::f32::consts::LOG2_E + SHIFTER;
+    let n = t - SHIFTER;
+    // n as an integer straight from t's mantissa bits (t = 1.5·2^23 + n, one ulp = 1): a
+    // float-to-int `as` cast saturates, which kept this loop from vectorising.
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4b40_0000);
     let r = n.mul_add(-0.693_359_4, x);
     let r = n.mul_add(2.121_944_4e-4, r);
     let mut p = 1.987_569_1e-4_f32;
@@ -116,7 +120,7 @@ pub(super) fn exp_neg(x: f32) -> f32 {
     p = p.mul_add(r, 1.666_666_5e-1);
     p = p.mul_add(r, 0.5);
     let p = (p * r).mul_add(r, r) + 1.0;
-    let e = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let e = p * f32::from_bits(((ni + 127) as u32) << 23);
     if tiny { 0.0 } else { e }
 }
 
@@ -186,7 +190,17 @@ fn sum(x: &[f32]) -> f32 {
 
 #[inline(always)]
 pub(super) fn softmax_in_place(xs: &mut [f32]) {
-    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let (chunks, tail) = xs.as_chunks::<16>();
+    for c in chunks {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            *m = if *v > *m { *v } else { *m };
+        }
+    }
+    let max = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     for x in xs.iter_mut() {
         *x = exp_neg(*x - max);
     }

@@ -570,12 +570,27 @@ math::multiversion! {
                 let s = &mut scores[..len];
                 math::softmax_in_place(s);
                 let o = &mut out[i * h + head * d..][..d];
-                o.fill(0.0);
-                for j in 0..len {
-                    let p = s[j];
-                    let v = &qkv[j * 3 * h + 2 * h + head * d..][..d];
-                    for c in 0..d {
-                        o[c] = p.mul_add(v[c], o[c]);
+                if d.is_multiple_of(16) {
+                    // 16 outputs at a time in a register-sized accumulator, over all keys.
+                    for cb in (0..d).step_by(16) {
+                        let mut acc = [0f32; 16];
+                        for j in 0..len {
+                            let p = s[j];
+                            let v = &qkv[j * 3 * h + 2 * h + head * d + cb..][..16];
+                            for t in 0..16 {
+                                acc[t] = p.mul_add(v[t], acc[t]);
+                            }
+                        }
+                        o[cb..cb + 16].copy_from_slice(&acc);
+                    }
+                } else {
+                    o.fill(0.0);
+                    for j in 0..len {
+                        let p = s[j];
+                        let v = &qkv[j * 3 * h + 2 * h + head * d..][..d];
+                        for c in 0..d {
+                            o[c] = p.mul_add(v[c], o[c]);
+                        }
                     }
                 }
             }

@@ -19,8 +19,8 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::Parser;
 use confidant_daemon::index::{
-    ChunkKind, EmbeddedIndex, Point, Query, SearchFilter, SparseVector, VALID_FROM_OPEN,
-    VALID_UNTIL_OPEN, VectorIndex,
+    ChunkKind, EmbeddedIndex, IndexTuning, Point, Quantization, Query, SearchFilter, SparseVector,
+    VALID_FROM_OPEN, VALID_UNTIL_OPEN, VectorIndex,
 };
 use serde_json::json;
 
@@ -52,6 +52,30 @@ struct Args {
     /// it again (the HNSW build of a million points takes most of an hour on 2 cores).
     #[arg(long)]
     reuse: bool,
+    /// `hnsw_ef` values to search with, each over the same queries (index.hnsw_ef).
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    hnsw_ef: Vec<usize>,
+    /// index.hnsw_m
+    #[arg(long, default_value_t = 16)]
+    hnsw_m: usize,
+    /// index.hnsw_ef_construct
+    #[arg(long, default_value_t = 100)]
+    ef_construct: usize,
+    /// index.quantization: none or int8.
+    #[arg(long, default_value = "none")]
+    quantization: String,
+    /// index.quantization_oversampling
+    #[arg(long, default_value_t = 2.0)]
+    oversampling: f64,
+    /// index.acorn: true or false.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    acorn: bool,
+    /// index.max_segment_mb (0: the engine's default).
+    #[arg(long, default_value_t = 0)]
+    max_segment_mb: usize,
+    /// index.segments (0: the engine's default).
+    #[arg(long, default_value_t = 0)]
+    segments: usize,
 }
 
 /// SplitMix64 and Box-Muller: reproducible without another dependency.
@@ -224,7 +248,21 @@ fn main() -> anyhow::Result<()> {
         std::fs::remove_dir_all(&args.dir).with_context(|| format!("emptying {:?}", args.dir))?;
     }
     let opened = Instant::now();
-    let index = EmbeddedIndex::open(&args.dir, args.dim)?;
+    let tuning = IndexTuning {
+        hnsw_ef: args.hnsw_ef.first().copied().unwrap_or(128),
+        hnsw_m: args.hnsw_m,
+        hnsw_ef_construct: args.ef_construct,
+        quantization: match args.quantization.as_str() {
+            "none" => Quantization::None,
+            "int8" => Quantization::Int8,
+            other => anyhow::bail!("--quantization {other:?}: expected none or int8"),
+        },
+        oversampling: args.oversampling,
+        acorn: args.acorn,
+        max_segment_mb: args.max_segment_mb,
+        segments: args.segments,
+    };
+    let mut index = EmbeddedIndex::open(&args.dir, args.dim, &tuning)?;
     // The exact search regenerates the same vectors later, so that the RSS measured after
     // the build is the index's, not this program's copy of the data.
     let mut generator = Generator::new(&args);
@@ -306,6 +344,7 @@ fn main() -> anyhow::Result<()> {
     let optimize_s = started.elapsed().as_secs_f64();
     eprintln!("optimize: {passes} passes in {optimize_s:.1} s");
     let count = index.count(Some(TENANT))?;
+    let (segments, indexed_vectors) = index.segments();
     let index_rss_mib = kib_from_status("VmRSS:") / 1024;
 
     let mut regenerate = Generator::new(&args);
@@ -326,7 +365,17 @@ fn main() -> anyhow::Result<()> {
     };
 
     let mut modes = Vec::new();
-    for (name, narrow) in [("tenant", false), ("tenant+lang+channel+validity", true)] {
+    let sweep: Vec<(usize, &str, bool)> = args
+        .hnsw_ef
+        .iter()
+        .flat_map(|&ef| {
+            [("tenant", false), ("tenant+lang+channel+validity", true)]
+                .map(|(name, narrow)| (ef, name, narrow))
+        })
+        .collect();
+    let mut truths: Vec<Option<Vec<Vec<usize>>>> = vec![None, None];
+    for (ef, name, narrow) in sweep {
+        index.set_hnsw_ef(ef);
         let filter = SearchFilter {
             tenant: TENANT.into(),
             lang: narrow.then(|| "zh".into()),
@@ -337,7 +386,11 @@ fn main() -> anyhow::Result<()> {
             let m = chunk_meta[c];
             (!m.expired) && (!narrow || m.matches_narrow())
         };
-        let truth = exact_top(&data, &qt, 10, &keep)?;
+        let slot = &mut truths[usize::from(narrow)];
+        if slot.is_none() {
+            *slot = Some(exact_top(&data, &qt, 10, &keep)?);
+        }
+        let truth = slot.as_deref().unwrap_or_default();
         // One warm-up pass, then the timed one.
         for q in queries.iter().take(50) {
             index.search(&Query::Dense(q.clone()), &filter, 10)?;
@@ -345,7 +398,7 @@ fn main() -> anyhow::Result<()> {
         let mut latencies = Vec::with_capacity(queries.len());
         let mut found = 0usize;
         let mut expected = 0usize;
-        for (q, t) in queries.iter().zip(&truth) {
+        for (q, t) in queries.iter().zip(truth) {
             let query = Query::Dense(q.clone());
             let t0 = Instant::now();
             let hits = index.search(&query, &filter, 10)?;
@@ -357,6 +410,7 @@ fn main() -> anyhow::Result<()> {
         latencies.sort_by(f64::total_cmp);
         let matching = (0..written).filter(|&c| keep(c)).count();
         modes.push(json!({
+            "hnsw_ef": ef,
             "filter": name,
             "matching_chunks": matching,
             "p50_ms": percentile(&latencies, 0.50),
@@ -380,6 +434,15 @@ fn main() -> anyhow::Result<()> {
             "open_s": open_s,
             "ingest_s": ingest_s,
             "optimize_s": optimize_s,
+            "segments": segments,
+            "indexed_vectors": indexed_vectors,
+            "hnsw_m": args.hnsw_m,
+            "ef_construct": args.ef_construct,
+            "quantization": args.quantization,
+            "oversampling": args.oversampling,
+            "acorn": args.acorn,
+            "max_segment_mb": args.max_segment_mb,
+            "segments_target": args.segments,
             "search": modes,
             "rss_after_build_mib": index_rss_mib,
             "peak_rss_mib": kib_from_status("VmHWM:") / 1024,

@@ -111,6 +111,7 @@ fn open_index(config: &Config, model: &EmbeddingModel) -> Result<Arc<dyn VectorI
             api_key: config.qdrant_api_key()?,
             collection,
             timeout: Duration::from_secs(config.index.timeout_seconds),
+            tuning: config.index_tuning(),
         };
         return Ok(Arc::new(ServerIndex::open(&options, model.dimension())?));
     }
@@ -128,7 +129,7 @@ fn open_index(config: &Config, model: &EmbeddingModel) -> Result<Arc<dyn VectorI
         );
         std::fs::remove_dir_all(dir).map_err(io)?;
     }
-    let index = EmbeddedIndex::open(dir, model.dimension())?;
+    let index = EmbeddedIndex::open(dir, model.dimension(), &config.index_tuning())?;
     std::fs::write(&marker, format!("{fingerprint}\n")).map_err(io)?;
     Ok(Arc::new(index))
 }

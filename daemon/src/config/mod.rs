@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::index::{IndexTuning, Quantization};
+
 pub use jobs::{
     AssistConfig, BotConfig, ChecklistItemConfig, PhraseRule, QaConfig, RedactConfig, RiskConfig,
     RoutingConfig,
@@ -100,6 +102,26 @@ pub struct IndexConfig {
     pub collection: String,
     /// backend = "qdrant": per-request timeout.
     pub timeout_seconds: u64,
+    /// Candidates an HNSW search explores: more is slower and closer to exact search.
+    pub hnsw_ef: usize,
+    /// HNSW graph edges per node (a change rebuilds the graph in the background).
+    pub hnsw_m: usize,
+    /// Candidates considered while the graph is built (a change rebuilds it).
+    pub hnsw_ef_construct: usize,
+    /// "none" or "int8": int8 copies of the vectors (a quarter of the memory a search
+    /// reads) are searched first and the best candidates re-scored with the full vectors.
+    pub quantization: String,
+    /// quantization = "int8": candidates re-scored per hit asked for.
+    pub quantization_oversampling: f64,
+    /// ACORN for filtered searches that most chunks fail (several filters at once): keeps
+    /// recall against exact search, at 10× or more the time of those searches.
+    pub acorn: bool,
+    /// backend = "embedded": the largest segment the optimiser builds, in MiB (0: 256 MiB
+    /// per indexing thread). Each segment is one more graph a search walks.
+    pub max_segment_mb: usize,
+    /// backend = "embedded": the number of segments the optimiser merges towards (0: one
+    /// per two CPUs, at least 2).
+    pub segments: usize,
 }
 
 impl Default for IndexConfig {
@@ -113,6 +135,14 @@ impl Default for IndexConfig {
             api_key_file: PathBuf::new(),
             collection: "confidant".into(),
             timeout_seconds: 10,
+            hnsw_ef: IndexTuning::default().hnsw_ef,
+            hnsw_m: IndexTuning::default().hnsw_m,
+            hnsw_ef_construct: IndexTuning::default().hnsw_ef_construct,
+            quantization: "none".into(),
+            quantization_oversampling: IndexTuning::default().oversampling,
+            acorn: IndexTuning::default().acorn,
+            max_segment_mb: 0,
+            segments: 0,
         }
     }
 }
@@ -345,6 +375,25 @@ impl Config {
         Ok(config)
     }
 
+    /// How the index stores and searches vectors (call after `validate`).
+    pub fn index_tuning(&self) -> IndexTuning {
+        let ix = &self.index;
+        IndexTuning {
+            hnsw_ef: ix.hnsw_ef,
+            hnsw_m: ix.hnsw_m,
+            hnsw_ef_construct: ix.hnsw_ef_construct,
+            quantization: if ix.quantization == "int8" {
+                Quantization::Int8
+            } else {
+                Quantization::None
+            },
+            oversampling: ix.quantization_oversampling,
+            acorn: ix.acorn,
+            max_segment_mb: ix.max_segment_mb,
+            segments: ix.segments,
+        }
+    }
+
     /// The Qdrant server's API key, read from `index.api_key_file` (none when unset).
     pub fn qdrant_api_key(&self) -> Result<Option<String>, ConfigError> {
         let file = &self.index.api_key_file;
@@ -484,6 +533,30 @@ impl Config {
                     format!("{other:?}: expected \"embedded\" or \"qdrant\""),
                 ));
             }
+        }
+        if !(1..=4096).contains(&ix.hnsw_ef) {
+            return Err(invalid("index.hnsw_ef", "expected 1–4096"));
+        }
+        if !(4..=128).contains(&ix.hnsw_m) {
+            return Err(invalid("index.hnsw_m", "expected 4–128"));
+        }
+        if !(4..=4096).contains(&ix.hnsw_ef_construct) {
+            return Err(invalid("index.hnsw_ef_construct", "expected 4–4096"));
+        }
+        if !matches!(ix.quantization.as_str(), "none" | "int8") {
+            return Err(invalid(
+                "index.quantization",
+                format!("{:?}: expected \"none\" or \"int8\"", ix.quantization),
+            ));
+        }
+        if !(1.0..=16.0).contains(&ix.quantization_oversampling) {
+            return Err(invalid(
+                "index.quantization_oversampling",
+                "expected 1.0–16.0",
+            ));
+        }
+        if ix.segments > 64 {
+            return Err(invalid("index.segments", "expected 0 (automatic) to 64"));
         }
         let k = &self.kb;
         for (key, v) in [
@@ -691,6 +764,39 @@ mod tests {
         assert_eq!(c.model.dir, PathBuf::from("/opt/m"));
         let c = Config::from_parts("", env(&[("CONFIDANT__MODEL__DTYPE", "int8")])).unwrap();
         assert_eq!(c.model.dtype, "int8");
+    }
+
+    #[test]
+    fn index_tuning_comes_from_the_file_and_the_environment() {
+        assert_eq!(
+            Config::from_parts("", env(&[])).unwrap().index_tuning(),
+            IndexTuning::default()
+        );
+        let c = Config::from_parts(
+            "[index]\nhnsw_ef = 48\nquantization = \"int8\"\nmax_segment_mb = 4096\n",
+            env(&[
+                ("CONFIDANT__INDEX__SEGMENTS", "1"),
+                ("CONFIDANT__INDEX__ACORN", "true"),
+            ]),
+        )
+        .unwrap();
+        let t = c.index_tuning();
+        assert_eq!(t.hnsw_ef, 48);
+        assert_eq!(t.quantization, Quantization::Int8);
+        assert_eq!((t.max_segment_mb, t.segments), (4096, 1));
+        assert!(t.acorn);
+        for (file, key) in [
+            ("[index]\nquantization = \"pq\"\n", "index.quantization"),
+            ("[index]\nhnsw_ef = 0\n", "index.hnsw_ef"),
+            ("[index]\nhnsw_m = 2\n", "index.hnsw_m"),
+            (
+                "[index]\nquantization_oversampling = 0.5\n",
+                "index.quantization_oversampling",
+            ),
+        ] {
+            let e = Config::from_parts(file, env(&[])).unwrap_err().to_string();
+            assert!(e.contains(key), "{file:?}: {e}");
+        }
     }
 
     #[test]

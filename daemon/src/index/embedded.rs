@@ -7,16 +7,17 @@ use std::sync::{RwLock, RwLockReadGuard};
 
 use qdrant_edge::external::uuid::Uuid;
 use qdrant_edge::{
-    Distance, EdgeConfigBuilder, EdgeShard, EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder,
-    Filter, Modifier, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, SearchParams,
+    AcornSearchParams, Distance, EdgeConfig, EdgeConfigBuilder, EdgeShard,
+    EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, Filter, Modifier, PayloadFieldSchema,
+    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, QuantizationConfig,
+    QuantizationSearchParams, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, SearchParams,
     UpdateOperation, VectorInternal, WithPayloadInterface, WithVector,
 };
 use serde_json::{Value, json};
 
 use super::{
-    ANY_CHANNEL, Hit, IndexError, Indexed, InventoryBuilder, Point, Query, SearchFilter,
-    VectorIndex, point_uuid,
+    ANY_CHANNEL, Hit, IndexError, IndexTuning, Indexed, InventoryBuilder, Point, Quantization,
+    Query, SearchFilter, VectorIndex, point_uuid,
 };
 
 const DENSE: &str = "dense";
@@ -34,6 +35,9 @@ pub struct EmbeddedIndex {
     gate: RwLock<()>,
     /// Candidates the HNSW search explores: higher is slower and closer to exact.
     hnsw_ef: usize,
+    /// Set when the dense vectors have int8 copies: searched first, re-scored after.
+    quantized_search: Option<QuantizationSearchParams>,
+    acorn: bool,
 }
 
 fn engine(e: impl std::fmt::Display) -> IndexError {
@@ -58,19 +62,55 @@ impl EmbeddedIndex {
         self.shard.update(op).map_err(engine)
     }
 
+    /// Writes `tuning` into an engine configuration. The optimiser compares it with each
+    /// segment's and rebuilds those that differ, so a change reaches an existing index.
+    fn tune(config: &mut EdgeConfig, tuning: &IndexTuning) -> Result<(), String> {
+        config.hnsw_config.m = tuning.hnsw_m;
+        config.hnsw_config.ef_construct = tuning.hnsw_ef_construct;
+        let quantization = match tuning.quantization {
+            Quantization::None => None,
+            // Quantile 0.99 clips the rare extreme components so that the other 255 steps
+            // are spent where the values are; always in RAM, whatever the vectors' storage.
+            Quantization::Int8 => Some(
+                serde_json::from_value::<QuantizationConfig>(json!({
+                    "scalar": {"type": "int8", "quantile": 0.99, "always_ram": true}
+                }))
+                .map_err(|e| e.to_string())?,
+            ),
+        };
+        let dense = config
+            .vectors
+            .get_mut(DENSE)
+            .ok_or("the index has no dense vectors")?;
+        dense.quantization_config = quantization;
+        // A per-vector graph setting would override the shard-wide one just written.
+        dense.hnsw_config = None;
+        let o = &mut config.optimizers;
+        o.max_segment_size = (tuning.max_segment_mb > 0).then_some(tuning.max_segment_mb * 1024);
+        o.default_segment_number = (tuning.segments > 0).then_some(tuning.segments);
+        Ok(())
+    }
+
     /// Opens the index at `dir`, creating it for `dimension`-sized vectors if absent. An
     /// existing index made for another dimension is refused (the caller rebuilds it).
-    pub fn open(dir: &Path, dimension: usize) -> Result<Self, IndexError> {
+    pub fn open(dir: &Path, dimension: usize, tuning: &IndexTuning) -> Result<Self, IndexError> {
         let open_err = |message: String| IndexError::Open {
             path: dir.display().to_string(),
             message,
         };
         let exists = dir.join("edge_config.json").is_file();
         let shard = if exists {
-            EdgeShard::load(dir, None).map_err(|e| open_err(e.to_string()))?
+            let mut config = match EdgeConfig::load(dir) {
+                Some(loaded) => loaded.map_err(|e| open_err(e.to_string()))?,
+                None => return Err(open_err("edge_config.json cannot be read".into())),
+            };
+            if config.vectors.contains_key(DENSE) {
+                Self::tune(&mut config, tuning).map_err(open_err)?;
+            }
+            EdgeShard::load(dir, Some(config)).map_err(|e| open_err(e.to_string()))?
         } else {
             std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-            let config = EdgeConfigBuilder::new()
+            let mut config = EdgeConfigBuilder::new()
                 .vector(
                     DENSE,
                     EdgeVectorParamsBuilder::new(dimension, Distance::Cosine).build(),
@@ -82,6 +122,7 @@ impl EmbeddedIndex {
                         .build(),
                 )
                 .build();
+            Self::tune(&mut config, tuning).map_err(open_err)?;
             let shard = EdgeShard::new(dir, config).map_err(|e| open_err(e.to_string()))?;
             for (fields, schema) in [
                 (&KEYWORD_FIELDS[..], PayloadSchemaType::Keyword),
@@ -114,8 +155,28 @@ impl EmbeddedIndex {
         Ok(Self {
             shard,
             gate: RwLock::new(()),
-            hnsw_ef: 128,
+            hnsw_ef: tuning.hnsw_ef.max(1),
+            quantized_search: (tuning.quantization != Quantization::None).then_some(
+                QuantizationSearchParams {
+                    ignore: false,
+                    rescore: Some(true),
+                    oversampling: Some(tuning.oversampling.max(1.0)),
+                },
+            ),
+            acorn: tuning.acorn,
         })
+    }
+
+    /// Changes how many candidates a search explores, for comparisons on one built index.
+    pub fn set_hnsw_ef(&mut self, hnsw_ef: usize) {
+        self.hnsw_ef = hnsw_ef.max(1);
+    }
+
+    /// Segments and how many of the dense vectors an HNSW graph covers (the rest are
+    /// searched by brute force until the optimiser gets to them).
+    pub fn segments(&self) -> (usize, usize) {
+        let info = self.shard.info();
+        (info.segments_count, info.indexed_vectors_count)
     }
 
     fn article_filter(tenant: &str, article_id: &str) -> Result<Filter, IndexError> {
@@ -283,6 +344,16 @@ impl VectorIndex for EmbeddedIndex {
             offset: 0,
             params: Some(SearchParams {
                 hnsw_ef: Some(self.hnsw_ef.max(limit)),
+                quantization: match query {
+                    Query::Dense(_) => self.quantized_search,
+                    Query::Sparse(_) => None,
+                },
+                acorn: (self.acorn && matches!(query, Query::Dense(_))).then_some(
+                    AcornSearchParams {
+                        enable: true,
+                        max_selectivity: None,
+                    },
+                ),
                 ..Default::default()
             }),
             with_vector: WithVector::Bool(false),

@@ -24,6 +24,56 @@ pub enum IndexError {
     Engine(String),
 }
 
+/// How dense vectors are stored and searched. Each back-end applies what it supports; the
+/// embedded one also re-applies a changed setting to an existing index (its optimiser
+/// rebuilds the segments in the background, searches stay correct meanwhile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexTuning {
+    /// Candidates an HNSW search explores (at least the number of hits asked for).
+    pub hnsw_ef: usize,
+    /// Graph edges per node.
+    pub hnsw_m: usize,
+    /// Candidates considered while the graph is built.
+    pub hnsw_ef_construct: usize,
+    /// Scalar int8 copies of the vectors, searched first; the best `oversampling` × limit
+    /// candidates are then re-scored with the full vectors.
+    pub quantization: Quantization,
+    pub oversampling: f64,
+    /// ACORN for filtered dense searches: the graph walk also looks at neighbours'
+    /// neighbours, so that several filters that each pass part of the chunks do not cut the
+    /// graph into pieces the walk cannot cross. Used where the engine estimates that at
+    /// most 40% of the chunks pass. Off by default: it multiplies those searches' time by
+    /// 10 or more (benches/README.md).
+    pub acorn: bool,
+    /// Largest segment the optimiser builds, in MiB (0: the engine's default, 256 MiB per
+    /// indexing thread). Every segment is one more HNSW graph a search walks.
+    pub max_segment_mb: usize,
+    /// How many segments the optimiser merges towards (0: the engine's default, one per
+    /// two CPUs, at least 2).
+    pub segments: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    None,
+    Int8,
+}
+
+impl Default for IndexTuning {
+    fn default() -> Self {
+        Self {
+            hnsw_ef: 128,
+            hnsw_m: 16,
+            hnsw_ef_construct: 100,
+            quantization: Quantization::None,
+            oversampling: 2.0,
+            acorn: false,
+            max_segment_mb: 0,
+            segments: 0,
+        }
+    }
+}
+
 /// What a chunk is: a question variant (matched question-to-question) or a passage of
 /// the answer or body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +257,59 @@ mod tests {
     #[test]
     fn embedded_backend_passes_the_shared_suite() {
         let dir = tempfile::tempdir().unwrap();
-        suite::run_all(&|| EmbeddedIndex::open(&dir.path().join("idx"), 4).unwrap());
+        suite::run_all(&|| {
+            EmbeddedIndex::open(&dir.path().join("idx"), 4, &IndexTuning::default()).unwrap()
+        });
+    }
+
+    #[test]
+    fn embedded_backend_with_int8_vectors_and_acorn_passes_the_shared_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = IndexTuning {
+            quantization: Quantization::Int8,
+            acorn: true,
+            hnsw_ef: 16,
+            segments: 1,
+            ..IndexTuning::default()
+        };
+        suite::run_all(&|| EmbeddedIndex::open(&dir.path().join("idx"), 4, &tuning).unwrap());
+    }
+
+    /// A site that turns quantisation on (or changes the graph) keeps its index: the new
+    /// settings are written into the engine's configuration and the points stay.
+    #[test]
+    fn reopening_with_other_tuning_keeps_the_points_and_records_the_tuning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idx");
+        {
+            let index = EmbeddedIndex::open(&path, 4, &IndexTuning::default()).unwrap();
+            for a in 0..30 {
+                let id = format!("a{a}");
+                let points = (0..2).map(|c| suite::point("t1", &id, 1, c, 2)).collect();
+                index.replace_article("t1", &id, 1, points).unwrap();
+            }
+            index.flush().unwrap();
+        }
+        let tuning = IndexTuning {
+            quantization: Quantization::Int8,
+            hnsw_m: 8,
+            max_segment_mb: 64,
+            ..IndexTuning::default()
+        };
+        let index = EmbeddedIndex::open(&path, 4, &tuning).unwrap();
+        assert_eq!(index.count(None).unwrap(), 60);
+        while index.optimize().unwrap() {}
+        let hits = index
+            .search(
+                &Query::Dense(vec![1.0, 0.0, 0.0, 0.0]),
+                &suite::filter("t1"),
+                3,
+            )
+            .unwrap();
+        assert_eq!(hits.len(), 3);
+        let stored = std::fs::read_to_string(path.join("edge_config.json")).unwrap();
+        assert!(stored.contains("int8"), "{stored}");
+        assert!(stored.contains("\"m\":8"), "{stored}");
     }
 
     /// Runs against a real Qdrant server where CONFIDANT_TEST_QDRANT_URL names one
@@ -227,6 +329,7 @@ mod tests {
             api_key: std::env::var("CONFIDANT_TEST_QDRANT_API_KEY").ok(),
             collection: format!("confidant-test-{}", std::process::id()),
             timeout: std::time::Duration::from_secs(10),
+            tuning: IndexTuning::default(),
         };
         // Every open reaches the same collection, as a restart would.
         suite::run_all(&|| ServerIndex::open(&options, 4).unwrap());

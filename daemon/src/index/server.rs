@@ -13,10 +13,12 @@ use std::time::Duration;
 use qdrant_client::qdrant::value::Kind;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    DeletePointsBuilder, Distance, FieldType, Filter, KeywordIndexParamsBuilder, Modifier,
-    NamedVectors, PayloadIncludeSelector, PointId, PointStruct, Query as QdrantQuery,
-    QueryPointsBuilder, Range, ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
+    AcornSearchParamsBuilder, Condition, CountPointsBuilder, CreateCollectionBuilder,
+    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter,
+    HnswConfigDiffBuilder, KeywordIndexParamsBuilder, Modifier, NamedVectors,
+    PayloadIncludeSelector, PointId, PointStruct, QuantizationSearchParamsBuilder,
+    QuantizationType, Query as QdrantQuery, QueryPointsBuilder, Range, ScalarQuantizationBuilder,
+    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
     SparseVectorsConfigBuilder, UpsertPointsBuilder, Value as QValue, Vector, VectorInput,
     VectorParamsBuilder, VectorsConfigBuilder,
 };
@@ -25,8 +27,8 @@ use qdrant_edge::external::uuid::Uuid;
 use serde_json::json;
 
 use super::{
-    ANY_CHANNEL, Hit, IndexError, Indexed, InventoryBuilder, Point, Query, SearchFilter,
-    VectorIndex, point_uuid,
+    ANY_CHANNEL, Hit, IndexError, IndexTuning, Indexed, InventoryBuilder, Point, Quantization,
+    Query, SearchFilter, VectorIndex, point_uuid,
 };
 
 const DENSE: &str = "dense";
@@ -46,6 +48,9 @@ pub struct ServerOptions {
     pub collection: String,
     /// Per request.
     pub timeout: Duration,
+    /// HNSW and quantisation for a collection this daemon creates (the server keeps an
+    /// existing collection's own), and the search parameters.
+    pub tuning: IndexTuning,
 }
 
 pub struct ServerIndex {
@@ -54,7 +59,7 @@ pub struct ServerIndex {
     /// `None` only while dropping (see `Drop`).
     runtime: Option<tokio::runtime::Runtime>,
     timeout: Duration,
-    hnsw_ef: u64,
+    tuning: IndexTuning,
 }
 
 fn engine(e: impl std::fmt::Display) -> IndexError {
@@ -178,7 +183,7 @@ impl ServerIndex {
             collection: options.collection.clone(),
             runtime: Some(runtime),
             timeout: options.timeout,
-            hnsw_ef: 128,
+            tuning: options.tuning.clone(),
         };
         let at_open = |e: IndexError| match e {
             IndexError::Engine(m) => open_err(m),
@@ -215,6 +220,22 @@ impl ServerIndex {
         }
     }
 
+    fn search_params(&self, query: &Query, limit: usize) -> SearchParamsBuilder {
+        let mut params =
+            SearchParamsBuilder::default().hnsw_ef(self.tuning.hnsw_ef.max(limit) as u64);
+        if self.tuning.acorn && matches!(query, Query::Dense(_)) {
+            params = params.acorn(AcornSearchParamsBuilder::new(true));
+        }
+        match (query, self.tuning.quantization) {
+            (Query::Dense(_), Quantization::Int8) => params.quantization(
+                QuantizationSearchParamsBuilder::default()
+                    .rescore(true)
+                    .oversampling(self.tuning.oversampling.max(1.0)),
+            ),
+            _ => params,
+        }
+    }
+
     fn ensure_collection(&self, dimension: usize) -> Result<(), IndexError> {
         let name = self.collection.clone();
         let exists = self.call("collection check", |c| async move {
@@ -226,11 +247,23 @@ impl ServerIndex {
                 SPARSE,
                 SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
             );
+            let t = &self.tuning;
+            let mut params = VectorParamsBuilder::new(dimension as u64, Distance::Cosine)
+                .hnsw_config(
+                    HnswConfigDiffBuilder::default()
+                        .m(t.hnsw_m as u64)
+                        .ef_construct(t.hnsw_ef_construct as u64),
+                );
+            if t.quantization == Quantization::Int8 {
+                params = params.quantization_config(
+                    ScalarQuantizationBuilder::default()
+                        .r#type(QuantizationType::Int8.into())
+                        .quantile(0.99)
+                        .always_ram(true),
+                );
+            }
             let mut dense = VectorsConfigBuilder::default();
-            dense.add_named_vector_params(
-                DENSE,
-                VectorParamsBuilder::new(dimension as u64, Distance::Cosine),
-            );
+            dense.add_named_vector_params(DENSE, params);
             let create = CreateCollectionBuilder::new(self.collection.clone())
                 .vectors_config(dense)
                 .sparse_vectors_config(sparse);
@@ -400,7 +433,7 @@ impl VectorIndex for ServerIndex {
             .using(using)
             .filter(search_filter(filter))
             .limit(limit as u64)
-            .params(SearchParamsBuilder::default().hnsw_ef(self.hnsw_ef.max(limit as u64)))
+            .params(self.search_params(query, limit))
             .with_payload(PayloadIncludeSelector::new(vec![
                 "article".to_string(),
                 "chunk".to_string(),

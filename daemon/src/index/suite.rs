@@ -33,7 +33,7 @@ pub fn point(tenant: &str, article: &str, version: i64, chunk: u32, chunks: u32)
     }
 }
 
-fn filter(tenant: &str) -> SearchFilter {
+pub fn filter(tenant: &str) -> SearchFilter {
     SearchFilter {
         tenant: tenant.into(),
         lang: None,

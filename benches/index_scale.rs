@@ -55,6 +55,10 @@ struct Args {
     /// `hnsw_ef` values to search with, each over the same queries (index.hnsw_ef).
     #[arg(long, value_delimiter = ',', default_value = "128")]
     hnsw_ef: Vec<usize>,
+    /// Untimed searches before each timed pass: the first pass after a build or an open
+    /// otherwise pays for faulting the index's pages in (50 were not enough at 100k).
+    #[arg(long, default_value_t = 500)]
+    warmup: usize,
     /// index.hnsw_m
     #[arg(long, default_value_t = 16)]
     hnsw_m: usize,
@@ -391,8 +395,8 @@ fn main() -> anyhow::Result<()> {
             *slot = Some(exact_top(&data, &qt, 10, &keep)?);
         }
         let truth = slot.as_deref().unwrap_or_default();
-        // One warm-up pass, then the timed one.
-        for q in queries.iter().take(50) {
+        // Warm-up searches, then the timed pass.
+        for q in queries.iter().cycle().take(args.warmup) {
             index.search(&Query::Dense(q.clone()), &filter, 10)?;
         }
         let mut latencies = Vec::with_capacity(queries.len());

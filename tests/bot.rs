@@ -789,23 +789,26 @@ async fn routing_type_ahead_and_the_cli() {
     );
     assert!(ids.iter().all(|i| i.ends_with("-zh")), "{ids:?}");
     // A new article shows up at once.
-    let mut kb = KnowledgeBaseServiceClient::new(d.channel().await);
-    kb.upsert_articles(with_token(
-        pb::UpsertArticlesRequest {
-            articles: vec![pb::Article {
-                id: "travel".into(),
-                title: "Using your card abroad".into(),
-                questions: vec!["Can I use my card abroad?".into()],
-                answer: "Yes, in every country that accepts Visa.".into(),
-                lang: "en".into(),
+    let kb = KnowledgeBaseServiceClient::new(d.channel().await);
+    let travel = |questions: &[&str]| {
+        let mut kb = kb.clone();
+        let request = with_token(
+            pb::UpsertArticlesRequest {
+                articles: vec![pb::Article {
+                    id: "travel".into(),
+                    title: "Using your card abroad".into(),
+                    questions: questions.iter().map(|q| q.to_string()).collect(),
+                    answer: "Yes, in every country that accepts Visa.".into(),
+                    lang: "en".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        },
-        &d.token,
-    ))
-    .await
-    .unwrap();
+            },
+            &d.token,
+        );
+        async move { kb.upsert_articles(request).await.unwrap() }
+    };
+    travel(&["Can I use my card abroad?"]).await;
     let s = bot
         .suggest(with_token(suggest("can i use", ""), &d.token))
         .await
@@ -815,6 +818,42 @@ async fn routing_type_ahead_and_the_cli() {
         s.suggestions.first().map(|x| x.article_id.as_str()),
         Some("travel"),
         "{s:?}"
+    );
+    // After a write, a burst of keystrokes reloads the questions once, not once per call.
+    let reloads = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("confidant_suggest_reloads_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = reloads(&d.metrics());
+    travel(&[
+        "Can I use my card abroad?",
+        "Does my card work in other countries?",
+    ])
+    .await;
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let mut bot = bot.clone();
+        let token = d.token.clone();
+        burst.spawn(async move {
+            bot.suggest(with_token(suggest("does my card wo", ""), &token))
+                .await
+                .map(|r| r.into_inner())
+        });
+    }
+    while let Some(s) = burst.join_next().await {
+        let s = s.unwrap().unwrap();
+        assert_eq!(
+            s.suggestions.first().map(|x| x.article_id.as_str()),
+            Some("travel"),
+            "{s:?}"
+        );
+    }
+    assert_eq!(
+        reloads(&d.metrics()),
+        before + 1,
+        "one reload for the burst"
     );
     let err = bot
         .suggest(with_token(

@@ -11,9 +11,16 @@
 #                                  # beside the demo KB: ~50 min more to embed them on
 #                                  # a 2-core AVX2 machine (~38 texts/s)
 #
+#   DTYPE=int8 benches/load/run.sh # model.dtype for the runs (default: the model's own, f32)
+#   WORK=target/load-big BIG_KB=1 benches/load/run.sh
+#                                  # keeps its directory: a second run with the same WORK
+#                                  # reuses the imported knowledge base (runs only)
+#
 # Starts its own confidantd (debug build, dependencies at opt-level 3, CPU) on a scratch
 # directory with the demo knowledge base and intents. Needs the default model and
-# ../shared/bench/utterances_2000.txt. Run on an idle machine.
+# ../shared/bench/utterances_2000.txt. Run on an idle machine. Before the runs it waits
+# until the daemon is idle (the index optimiser builds HNSW after an import, which would
+# otherwise take a core from the first runs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 duration="${DURATION:-20}"
@@ -25,7 +32,8 @@ utt="${UTTERANCES:-../shared/bench/utterances_2000.txt}"
 if [ "${BIG_KB:-0}" = 1 ]; then export CHUNK_TOKENS="${CHUNK_TOKENS:-32}"; fi
 models/install-default >/dev/null
 cargo build --locked --bins 2>/dev/null
-work="$(mktemp -d)"
+if [ -n "${WORK:-}" ]; then mkdir -p "$WORK"; work="$(cd "$WORK" && pwd)"; keep=1; else work="$(mktemp -d)"; keep=0; fi
+fresh=1; [ -f "$work/confidant.db" ] && fresh=0
 free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free)
 mport=$(free)
@@ -36,6 +44,7 @@ unix_socket = "$work/confidantd.sock"
 metrics_listen = "127.0.0.1:$mport"
 [model]
 dir = "$(pwd)/models/all-MiniLM-L6-v2"
+dtype = "${DTYPE:-}"
 [storage]
 url = "sqlite://$work/confidant.db"
 [index]
@@ -55,13 +64,13 @@ level = "warn"
 TOML
 target/debug/confidantd --config "$work/confidantd.toml" 2>"$work/daemon.log" &
 daemon=$!
-trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; [ "$keep" = 1 ] || rm -rf "$work"' EXIT
 ctl="target/debug/confidantctl --addr unix:$work/confidantd.sock"
 for _ in $(seq 1 600); do $ctl health >/dev/null 2>&1 && break; sleep 0.5; done
 $ctl --json tokens create --role bot,assist,kb-editor,admin --tenant bench \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$work/token"
-$ctl kb --tenant bench import packaging/demo-kb/bank-faq.jsonl >/dev/null
-if [ "${BIG_KB:-0}" = 1 ]; then
+[ "$fresh" = 1 ] && $ctl kb --tenant bench import packaging/demo-kb/bank-faq.jsonl >/dev/null
+if [ "${BIG_KB:-0}" = 1 ] && [ "$fresh" = 1 ]; then
   python3 benches/load/big_kb.py --shared ../shared --out "$work/big-kb.jsonl" >&2
   t0=$(date +%s)
   $ctl kb --tenant bench import "$work/big-kb.jsonl" >/dev/null
@@ -73,6 +82,15 @@ $ctl intents train --data packaging/demo-intents/bank-intents.csv --text-column 
 $ctl intents train --data packaging/demo-sentiment/sentiment.csv --text-column utterance \
   --label-column sentiment --task sentiment --min-examples 3 --out "$work/classifiers/sentiment" >/dev/null
 $ctl models reload >/dev/null
+# Idle means under 5% of a core over 5 s (the optimiser, a catch-up or a flush all show).
+cpu() { awk '{print $14 + $15}' "/proc/$daemon/stat"; }
+t0=$(date +%s); last=$(cpu)
+while sleep 5; do
+  now=$(cpu)
+  [ $(( now - last )) -le $(( $(getconf CLK_TCK) / 4 )) ] && break
+  last=$now
+done
+echo "{\"label\": \"waited for an idle daemon\", \"seconds\": $(( $(date +%s) - t0 ))}"
 load() { target/debug/load --addr "http://127.0.0.1:$port" --token-file "$work/token" --utterances "$utt" "$@"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$daemon/status"; }
 

@@ -2,6 +2,11 @@
 //! matched against what the customer has typed so far. No model call: it has to keep up
 //! with keystrokes. The cache reloads when the knowledge base changes (its generation) and
 //! at least every `MAX_AGE`, so that writes made through another daemon show up too.
+//!
+//! One caller at a time reloads a tenant: with ~26k questions a reload reads every
+//! article, and when every caller did it at once (a keystroke storm as the cache aged) the
+//! database pool ran dry and memory grew to 12 GB. After a local write callers wait for
+//! the one reload; when the cache has only aged, the others keep using it meanwhile.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +28,8 @@ pub struct Entry {
     pub question: String,
     /// Lower-cased, whitespace collapsed.
     norm: String,
+    /// `norm`'s words (split at anything not alphanumeric), split once at load.
+    words: Vec<Box<str>>,
     lang: String,
     channels: Vec<String>,
     valid_from: i64,
@@ -38,6 +45,8 @@ struct Loaded {
 #[derive(Default)]
 pub struct Suggester {
     tenants: Mutex<HashMap<String, Loaded>>,
+    /// Held by the caller that reloads; per tenant.
+    reloading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn normalise(s: &str) -> String {
@@ -47,49 +56,100 @@ fn normalise(s: &str) -> String {
         .to_lowercase()
 }
 
-/// How well `question` (normalised) matches what was typed; `None`: not at all.
-/// Higher is better: the question starts with the text, then every typed word starts a
-/// word of the question (the last one may be unfinished), then a substring (Chinese).
-fn score(question: &str, typed: &str) -> Option<u32> {
-    if question.starts_with(typed) {
+fn words_of(norm: &str) -> Vec<Box<str>> {
+    norm.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(Box::from)
+        .collect()
+}
+
+/// What was typed, taken apart once per call rather than once per question.
+struct Typed<'a> {
+    text: &'a str,
+    /// Words without surrounding punctuation; the last one may be unfinished.
+    words: Vec<&'a str>,
+    finished: bool,
+    cjk: bool,
+}
+
+impl<'a> Typed<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            words: text
+                .split(' ')
+                .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+                .filter(|w| !w.is_empty())
+                .collect(),
+            finished: text.ends_with(' '),
+            cjk: text.chars().any(is_cjk),
+        }
+    }
+}
+
+/// How well a question (normalised, and its words) matches what was typed; `None`: not
+/// at all. Higher is better: the question starts with the text, then every typed word
+/// starts a word of the question (the last one may be unfinished), then a substring
+/// (Chinese).
+fn score(question: &str, q_words: &[Box<str>], typed: &Typed) -> Option<u32> {
+    if question.starts_with(typed.text) {
         return Some(3);
     }
-    let words: Vec<&str> = typed.split(' ').filter(|w| !w.is_empty()).collect();
-    let finished = typed.ends_with(' ');
-    let q_words: Vec<&str> = question
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let all_words = !words.is_empty()
-        && words.iter().enumerate().all(|(i, w)| {
-            let w = w.trim_matches(|c: char| !c.is_alphanumeric());
-            if w.is_empty() {
-                return true;
-            }
-            let last = i + 1 == words.len() && !finished;
+    let n = typed.words.len();
+    let all_words = n > 0
+        && typed.words.iter().enumerate().all(|(i, w)| {
+            let last = i + 1 == n && !typed.finished;
             q_words
                 .iter()
-                .any(|q| if last { q.starts_with(w) } else { *q == w })
+                .any(|q| if last { q.starts_with(w) } else { &**q == *w })
         });
     if all_words {
         return Some(2);
     }
-    if typed.chars().any(is_cjk) && question.contains(typed) {
+    if typed.cjk && question.contains(typed.text) {
         return Some(2);
     }
     None
 }
 
 impl Suggester {
+    /// The cached entries, and whether they are current (same generation, younger than
+    /// `MAX_AGE`); `None` before the first load.
+    fn cached(&self, tenant: &str, generation: u64) -> Option<(Arc<Vec<Entry>>, bool, bool)> {
+        let t = self.tenants.lock().ok()?;
+        let l = t.get(tenant)?;
+        let same = l.generation == generation;
+        Some((l.entries.clone(), same, same && l.at.elapsed() < MAX_AGE))
+    }
+
+    fn reload_lock(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.reloading.lock() {
+            Ok(mut m) => m.entry(tenant.to_string()).or_default().clone(),
+            // A poisoned map only costs the single-flight, not correctness.
+            Err(_) => Arc::default(),
+        }
+    }
+
     async fn entries(&self, kb: &Kb, tenant: &str) -> Result<Arc<Vec<Entry>>, KbError> {
         let generation = kb.generation();
-        if let Ok(t) = self.tenants.lock()
-            && let Some(l) = t.get(tenant)
-            && l.generation == generation
-            && l.at.elapsed() < MAX_AGE
-        {
-            return Ok(l.entries.clone());
+        let cached = self.cached(tenant, generation);
+        if let Some((entries, _, true)) = &cached {
+            return Ok(entries.clone());
         }
+        let lock = self.reload_lock(tenant);
+        let _reloading = match (&cached, lock.try_lock()) {
+            (_, Ok(g)) => g,
+            // Only aged: someone is reloading it; this call uses the last load meanwhile.
+            (Some((entries, true, false)), Err(_)) => return Ok(entries.clone()),
+            (_, Err(_)) => {
+                let g = lock.lock().await;
+                if let Some((entries, _, true)) = self.cached(tenant, generation) {
+                    return Ok(entries);
+                }
+                g
+            }
+        };
+        metrics::counter!("confidant_suggest_reloads_total").increment(1);
         let mut entries = Vec::new();
         let mut after = String::new();
         loop {
@@ -98,11 +158,13 @@ impl Suggester {
                 .await?;
             for a in &page {
                 for q in &a.questions {
+                    let norm = normalise(q);
                     entries.push(Entry {
                         article_id: a.id.clone(),
                         title: a.title.clone(),
                         question: q.clone(),
-                        norm: normalise(q),
+                        words: words_of(&norm),
+                        norm,
                         lang: a.lang.clone(),
                         channels: a.channels.clone(),
                         valid_from: a.valid_from,
@@ -151,6 +213,7 @@ impl Suggester {
             return Ok(Vec::new());
         }
         let entries = self.entries(kb, tenant).await?;
+        let typed = Typed::new(&typed);
         let now = now_ms();
         let mut best: HashMap<&str, (u32, &Entry)> = HashMap::new();
         for e in entries.iter() {
@@ -162,7 +225,7 @@ impl Suggester {
             {
                 continue;
             }
-            let Some(s) = score(&e.norm, &typed) else {
+            let Some(s) = score(&e.norm, &e.words, &typed) else {
                 continue;
             };
             let better = match best.get(e.article_id.as_str()) {
@@ -191,16 +254,22 @@ impl Suggester {
 mod tests {
     use super::*;
 
+    fn score_of(question: &str, typed: &str) -> Option<u32> {
+        score(question, &words_of(question), &Typed::new(typed))
+    }
+
     #[test]
     fn prefix_then_words_then_chinese_substring() {
-        assert_eq!(score("how do i reset my pin?", "how do i"), Some(3));
-        assert_eq!(score("how do i reset my pin?", "reset my p"), Some(2));
-        assert_eq!(score("how do i reset my pin?", "pin res"), Some(2));
-        assert_eq!(score("how do i reset my pin?", "pinx"), None);
+        assert_eq!(score_of("how do i reset my pin?", "how do i"), Some(3));
+        assert_eq!(score_of("how do i reset my pin?", "reset my p"), Some(2));
+        assert_eq!(score_of("how do i reset my pin?", "pin res"), Some(2));
+        assert_eq!(score_of("how do i reset my pin?", "pinx"), None);
         // A finished word must match whole.
-        assert_eq!(score("how do i reset my pin?", "pi "), None);
-        assert_eq!(score("怎么修改银行卡密码", "银行卡"), Some(2));
-        assert_eq!(score("怎么修改银行卡密码", "怎么"), Some(3));
-        assert_eq!(score("怎么修改银行卡密码", "信用卡"), None);
+        assert_eq!(score_of("how do i reset my pin?", "pi "), None);
+        // Punctuation typed around a word is not part of it.
+        assert_eq!(score_of("how do i reset my pin?", "pin? reset"), Some(2));
+        assert_eq!(score_of("怎么修改银行卡密码", "银行卡"), Some(2));
+        assert_eq!(score_of("怎么修改银行卡密码", "怎么"), Some(3));
+        assert_eq!(score_of("怎么修改银行卡密码", "信用卡"), None);
     }
 }

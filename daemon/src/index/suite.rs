@@ -140,6 +140,17 @@ fn filters_narrow(index: &dyn VectorIndex) {
     let mut f = filter("t1");
     f.at_ms = 3_000;
     assert!(articles(&index.search(&q, &f, 10).unwrap()).contains(&"future".to_string()));
+    // A windowed article of another tenant, valid now, stays in its tenant.
+    let mut theirs = point("t2", "theirs", 1, 0, 1);
+    theirs.valid_from = 500;
+    index
+        .replace_article("t2", "theirs", 1, vec![theirs])
+        .unwrap();
+    assert!(!articles(&index.search(&q, &f, 10).unwrap()).contains(&"theirs".to_string()));
+    assert_eq!(
+        articles(&index.search(&q, &filter("t2"), 10).unwrap()),
+        ["theirs"]
+    );
 }
 
 fn replacing_leaves_no_stale_chunks(index: &dyn VectorIndex) {

@@ -49,6 +49,8 @@ pub struct Questions {
     entries: Vec<Entry>,
     /// Sorted by word, so that an unfinished word's completions are one range.
     vocab: Vec<(Box<str>, Vec<u32>)>,
+    /// Entry ids sorted by `norm`: the questions starting with a text are one range.
+    by_norm: Vec<u32>,
 }
 
 impl Questions {
@@ -68,7 +70,24 @@ impl Questions {
             .map(|(w, l)| (Box::from(w), l))
             .collect();
         vocab.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Self { entries, vocab }
+        let mut by_norm: Vec<u32> = (0..entries.len() as u32).collect();
+        by_norm.sort_unstable_by(|&a, &b| entries[a as usize].norm.cmp(&entries[b as usize].norm));
+        Self {
+            entries,
+            vocab,
+            by_norm,
+        }
+    }
+
+    /// The questions whose normalised text starts with `text`.
+    fn starting_with<'a>(&'a self, text: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
+        let start = self
+            .by_norm
+            .partition_point(|&i| self.entries[i as usize].norm.as_str() < text);
+        self.by_norm[start..]
+            .iter()
+            .map(|&i| &self.entries[i as usize])
+            .take_while(move |e| e.norm.starts_with(text))
     }
 
     /// The questions having `word` whole, or (`prefix`) a word starting with it.
@@ -93,20 +112,59 @@ impl Questions {
         out
     }
 
-    /// The questions that can match `typed`: every match has all its words, so those with
-    /// its rarest word are enough. `None`: look at all (Chinese substrings, no words).
+    /// The questions that can match `typed`: every match has all its words, so the
+    /// questions having each of them, intersected (rarest first). `None`: look at all
+    /// (Chinese substrings, no words).
     fn candidates(&self, typed: &Typed) -> Option<Vec<u32>> {
         if typed.cjk || typed.words.is_empty() {
             return None;
         }
         let n = typed.words.len();
-        typed
+        let mut lists: Vec<Vec<u32>> = typed
             .words
             .iter()
             .enumerate()
             .map(|(i, w)| self.having(w, i + 1 == n && !typed.finished))
-            .min_by_key(Vec::len)
+            .collect();
+        lists.sort_by_key(Vec::len);
+        let mut lists = lists.into_iter();
+        let mut out = lists.next().unwrap_or_default();
+        for next in lists {
+            if out.is_empty() {
+                break;
+            }
+            out = intersect(&out, &next);
+        }
+        Some(out)
     }
+}
+
+/// Keeps `e` as its article's suggestion if it scores higher (or as high, shorter).
+fn offer<'a>(best: &mut HashMap<&'a str, (u32, &'a Entry)>, e: &'a Entry, s: u32) {
+    let better = match best.get(e.article_id.as_str()) {
+        None => true,
+        Some((bs, be)) => s > *bs || (s == *bs && e.question.len() < be.question.len()),
+    };
+    if better {
+        best.insert(&e.article_id, (s, e));
+    }
+}
+
+/// Both sorted lists' common ids.
+fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
 }
 
 #[derive(Default)]
@@ -287,25 +345,26 @@ impl Suggester {
             Some(ids) => Box::new(ids.into_iter().filter_map(|i| all.get(i as usize))),
             None => Box::new(all.iter()),
         };
-        let mut best: HashMap<&str, (u32, &Entry)> = HashMap::new();
-        for e in picked {
-            if lang.is_some_and(|l| l != e.lang)
+        let shown = |e: &Entry| {
+            !(lang.is_some_and(|l| l != e.lang)
                 || channel
                     .is_some_and(|c| !e.channels.is_empty() && !e.channels.iter().any(|x| x == c))
                 || (e.valid_from != VALID_FROM_OPEN && e.valid_from > now)
-                || (e.valid_until != VALID_UNTIL_OPEN && e.valid_until < now)
-            {
-                continue;
-            }
-            let Some(s) = score(&e.norm, &e.words, &typed) else {
-                continue;
-            };
-            let better = match best.get(e.article_id.as_str()) {
-                None => true,
-                Some((bs, be)) => s > *bs || (s == *bs && e.question.len() < be.question.len()),
-            };
-            if better {
-                best.insert(&e.article_id, (s, e));
+                || (e.valid_until != VALID_UNTIL_OPEN && e.valid_until < now))
+        };
+        let mut best: HashMap<&str, (u32, &Entry)> = HashMap::new();
+        // Questions starting with the text score highest: when they fill the list (short
+        // prefixes, whose words most questions share), nothing else could get in.
+        let mut starting = std::collections::HashSet::new();
+        for e in questions.starting_with(typed.text).filter(|e| shown(e)) {
+            starting.insert(e.article_id.as_str());
+            offer(&mut best, e, 3);
+        }
+        if starting.len() < limit {
+            for e in picked.filter(|e| shown(e)) {
+                if let Some(s) = score(&e.norm, &e.words, &typed) {
+                    offer(&mut best, e, s);
+                }
             }
         }
         let mut out: Vec<(u32, &Entry)> = best.into_values().collect();
@@ -393,9 +452,19 @@ mod tests {
             assert!(picked.len() <= qs.entries.len());
         }
         assert_eq!(qs.candidates(&Typed::new("my card ")).unwrap(), [1, 3]);
+        // Only the questions having every word are scored.
+        assert_eq!(qs.candidates(&Typed::new("can i use my")).unwrap(), [3]);
         assert!(
             qs.candidates(&Typed::new("银行")).is_none(),
             "Chinese scans"
         );
+        // "can i get statements…" sorts before "can i use my card…".
+        let starting: Vec<&str> = qs
+            .starting_with("can i ")
+            .map(|e| e.article_id.as_str())
+            .collect();
+        assert_eq!(starting, ["mail", "abroad"]);
+        assert_eq!(qs.starting_with("how do i").count(), 1);
+        assert_eq!(qs.starting_with("do i").count(), 0);
     }
 }

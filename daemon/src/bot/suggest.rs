@@ -340,11 +340,6 @@ impl Suggester {
         let questions = self.entries(kb, tenant).await?;
         let typed = Typed::new(&typed);
         let now = now_ms();
-        let all = &questions.entries;
-        let picked: Box<dyn Iterator<Item = &Entry>> = match questions.candidates(&typed) {
-            Some(ids) => Box::new(ids.into_iter().filter_map(|i| all.get(i as usize))),
-            None => Box::new(all.iter()),
-        };
         let shown = |e: &Entry| {
             !(lang.is_some_and(|l| l != e.lang)
                 || channel
@@ -361,6 +356,11 @@ impl Suggester {
             offer(&mut best, e, 3);
         }
         if starting.len() < limit {
+            let all = &questions.entries;
+            let picked: Box<dyn Iterator<Item = &Entry>> = match questions.candidates(&typed) {
+                Some(ids) => Box::new(ids.into_iter().filter_map(|i| all.get(i as usize))),
+                None => Box::new(all.iter()),
+            };
             for e in picked.filter(|e| shown(e)) {
                 if let Some(s) = score(&e.norm, &e.words, &typed) {
                     offer(&mut best, e, s);

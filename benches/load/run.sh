@@ -15,8 +15,13 @@
 #   WORK=target/load-big BIG_KB=1 benches/load/run.sh
 #                                  # keeps its directory: a second run with the same WORK
 #                                  # reuses the imported knowledge base (runs only)
+#   WORK=target/load-big BIG_KB=1 PREPARE_ONLY=1 benches/load/run.sh
+#                                  # imports and trains, waits for an idle daemon, stops
+#   PROFILE=release benches/load/run.sh
+#                                  # the daemon, CLI and load generator as installed
+#                                  # (cargo build --release; default: the debug build)
 #
-# Starts its own confidantd (debug build, dependencies at opt-level 3, CPU) on a scratch
+# Starts its own confidantd (by default the debug build, dependencies at opt-level 3, CPU) on a scratch
 # directory with the demo knowledge base and intents. Needs the default model and
 # ../shared/bench/utterances_2000.txt. Run on an idle machine. Before the runs it waits
 # until the daemon is idle (the index optimiser builds HNSW after an import, which would
@@ -31,7 +36,14 @@ utt="${UTTERANCES:-../shared/bench/utterances_2000.txt}"
 # The big KB cuts passages short so that ~100k chunks stay ~2.2M tokens to embed.
 if [ "${BIG_KB:-0}" = 1 ]; then export CHUNK_TOKENS="${CHUNK_TOKENS:-32}"; fi
 models/install-default >/dev/null
-cargo build --locked --bins 2>/dev/null
+profile="${PROFILE:-debug}"
+case "$profile" in
+  debug) cargo build --locked --bins 2>/dev/null ;;
+  release) cargo build --release --locked --bins 2>/dev/null ;;
+  *) echo "load/run.sh: PROFILE must be debug or release, not $profile" >&2; exit 1 ;;
+esac
+bin="target/$profile"
+echo "{\"label\": \"build\", \"profile\": \"$profile\"}"
 if [ -n "${WORK:-}" ]; then mkdir -p "$WORK"; work="$(cd "$WORK" && pwd)"; keep=1; else work="$(mktemp -d)"; keep=0; fi
 fresh=1; [ -f "$work/confidant.db" ] && fresh=0
 free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -62,10 +74,10 @@ mortgage = "lending"
 format = "text"
 level = "warn"
 TOML
-target/debug/confidantd --config "$work/confidantd.toml" 2>"$work/daemon.log" &
+"$bin/confidantd" --config "$work/confidantd.toml" 2>"$work/daemon.log" &
 daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; [ "$keep" = 1 ] || rm -rf "$work"' EXIT
-ctl="target/debug/confidantctl --addr unix:$work/confidantd.sock"
+ctl="$bin/confidantctl --addr unix:$work/confidantd.sock"
 for _ in $(seq 1 600); do $ctl health >/dev/null 2>&1 && break; sleep 0.5; done
 $ctl --json tokens create --role bot,assist,kb-editor,admin --tenant bench \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$work/token"
@@ -92,7 +104,8 @@ while sleep 5; do
   last=$now
 done
 echo "{\"label\": \"waited for an idle daemon\", \"seconds\": $(( $(date +%s) - t0 ))}"
-load() { target/debug/load --addr "http://127.0.0.1:$port" --token-file "$work/token" --utterances "$utt" "$@"; }
+[ "${PREPARE_ONLY:-0}" = 1 ] && exit 0
+load() { "$bin/load" --addr "http://127.0.0.1:$port" --token-file "$work/token" --utterances "$utt" "$@"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$daemon/status"; }
 
 embed=$(load --rpc embed --concurrency "$conc" --duration "$duration" --label "embed capacity"); echo "$embed"

@@ -42,19 +42,39 @@ struct Loaded {
     entries: Arc<Questions>,
 }
 
-/// A tenant's questions and, for each word in them, the questions that have it: a
-/// keystroke looks at the questions having all its words instead of all of them (a scan
-/// of 26k questions took ~10 ms a call in the debug build the benches run).
+/// A tenant's questions, in the order suggestions are shown (shorter first, then by
+/// article id), with two indexes over them, so that a keystroke reads only as many
+/// questions as it returns: questions starting with the text are one range of `by_norm`
+/// read smallest id first, and the questions having each typed word are posting lists in
+/// id order. A scan of 26k questions took ~10 ms a call in the debug build the benches
+/// run, and scoring every question sharing a common prefix ("what is (are)") ~20 ms.
 struct Questions {
     entries: Vec<Entry>,
     /// Sorted by word, so that an unfinished word's completions are one range.
     vocab: Vec<(Box<str>, Vec<u32>)>,
     /// Entry ids sorted by `norm`: the questions starting with a text are one range.
     by_norm: Vec<u32>,
+    /// Each id's position in `by_norm`.
+    pos: Vec<u32>,
+    /// `mins[k][i]`: the smallest id in `by_norm[i .. i + 2^k]` (a sparse table).
+    mins: Vec<Vec<u32>>,
 }
 
+/// The order suggestions are shown in; `norm` last only to make it total.
+fn shown_order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    a.question
+        .len()
+        .cmp(&b.question.len())
+        .then_with(|| a.article_id.cmp(&b.article_id))
+        .then_with(|| a.norm.cmp(&b.norm))
+}
+
+/// A posting list: a word's own, or the union of an unfinished word's completions.
+type Postings<'a> = std::borrow::Cow<'a, [u32]>;
+
 impl Questions {
-    fn new(entries: Vec<Entry>) -> Self {
+    fn new(mut entries: Vec<Entry>) -> Self {
+        entries.sort_by(shown_order);
         let mut by_word: HashMap<&str, Vec<u32>> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             for w in &e.words {
@@ -71,100 +91,158 @@ impl Questions {
             .collect();
         vocab.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut by_norm: Vec<u32> = (0..entries.len() as u32).collect();
-        by_norm.sort_unstable_by(|&a, &b| entries[a as usize].norm.cmp(&entries[b as usize].norm));
+        by_norm.sort_by(|&a, &b| entries[a as usize].norm.cmp(&entries[b as usize].norm));
+        let mut pos = vec![0u32; entries.len()];
+        for (p, &i) in by_norm.iter().enumerate() {
+            pos[i as usize] = p as u32;
+        }
+        let mut mins = vec![by_norm.clone()];
+        let mut width = 1;
+        while width * 2 <= by_norm.len() {
+            let Some(prev) = mins.last() else { break };
+            let next: Vec<u32> = (0..=by_norm.len() - width * 2)
+                .map(|i| prev[i].min(prev[i + width]))
+                .collect();
+            mins.push(next);
+            width *= 2;
+        }
         Self {
             entries,
             vocab,
             by_norm,
+            pos,
+            mins,
         }
     }
 
-    /// The questions whose normalised text starts with `text`.
-    fn starting_with<'a>(&'a self, text: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
-        let start = self
-            .by_norm
-            .partition_point(|&i| self.entries[i as usize].norm.as_str() < text);
-        self.by_norm[start..]
-            .iter()
-            .map(|&i| &self.entries[i as usize])
-            .take_while(move |e| e.norm.starts_with(text))
+    /// The smallest id in `by_norm[l..r]`, `l < r`.
+    fn smallest(&self, l: usize, r: usize) -> u32 {
+        let k = (r - l).ilog2() as usize;
+        self.mins[k][l].min(self.mins[k][r - (1 << k)])
     }
 
-    /// The questions having `word` whole, or (`prefix`) a word starting with it.
-    fn having(&self, word: &str, prefix: bool) -> Vec<u32> {
+    /// The ids of the questions whose normalised text starts with `text`, smallest first.
+    fn starting_with<'a>(&'a self, text: &str) -> impl Iterator<Item = u32> + 'a {
+        let norm = |i: u32| self.entries[i as usize].norm.as_str();
+        let l = self.by_norm.partition_point(|&i| norm(i) < text);
+        let r = l + self.by_norm[l..].partition_point(|&i| norm(i).starts_with(text));
+        // Ranges of `by_norm` by their smallest id: popping one splits it around it.
+        let mut heap = std::collections::BinaryHeap::new();
+        if l < r {
+            heap.push(std::cmp::Reverse((self.smallest(l, r), l, r)));
+        }
+        std::iter::from_fn(move || {
+            let std::cmp::Reverse((id, l, r)) = heap.pop()?;
+            let p = self.pos[id as usize] as usize;
+            for (a, b) in [(l, p), (p + 1, r)] {
+                if a < b {
+                    heap.push(std::cmp::Reverse((self.smallest(a, b), a, b)));
+                }
+            }
+            Some(id)
+        })
+    }
+
+    /// The vocabulary entries equal to `word`, or (`prefix`) starting with it.
+    fn words(&self, word: &str, prefix: bool) -> &[(Box<str>, Vec<u32>)] {
         let start = self.vocab.partition_point(|(w, _)| &**w < word);
-        let mut out: Vec<u32> = Vec::new();
-        for (w, list) in &self.vocab[start..] {
-            let hit = if prefix {
+        let len = self.vocab[start..].partition_point(|(w, _)| {
+            if prefix {
                 w.starts_with(word)
             } else {
                 &**w == word
-            };
-            if !hit {
-                break;
             }
-            out.extend(list);
-        }
-        if prefix {
-            out.sort_unstable();
-            out.dedup();
-        }
-        out
+        });
+        &self.vocab[start..start + len]
     }
 
-    /// The questions that can match `typed`: every match has all its words, so the
-    /// questions having each of them, intersected (rarest first). `None`: look at all
-    /// (Chinese substrings, no words).
-    fn candidates(&self, typed: &Typed) -> Option<Vec<u32>> {
+    /// The ids, smallest first, of the questions that can match `typed`: every match has
+    /// all its words, so the rarest word's postings are read and the others' looked up.
+    /// An unfinished word's completions are merged only when that is cheaper than letting
+    /// `score` check them; with no list at all every question is read (Chinese: no words).
+    fn candidates<'a>(&'a self, typed: &Typed) -> Box<dyn Iterator<Item = u32> + 'a> {
+        let everyone =
+            || -> Box<dyn Iterator<Item = u32> + 'a> { Box::new(0..self.entries.len() as u32) };
         if typed.cjk || typed.words.is_empty() {
-            return None;
+            return everyone();
         }
         let n = typed.words.len();
-        let mut lists: Vec<Vec<u32>> = typed
-            .words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| self.having(w, i + 1 == n && !typed.finished))
-            .collect();
-        lists.sort_by_key(Vec::len);
+        let mut lists: Vec<Postings<'a>> = Vec::new();
+        let mut unfinished: Option<&[(Box<str>, Vec<u32>)]> = None;
+        for (i, w) in typed.words.iter().enumerate() {
+            if i + 1 == n && !typed.finished {
+                unfinished = Some(self.words(w, true));
+            } else {
+                let list = self.words(w, false).first().map_or(&[][..], |(_, l)| l);
+                lists.push(Postings::Borrowed(list));
+            }
+        }
+        if let Some(range) = unfinished {
+            let total: usize = range.iter().map(|(_, l)| l.len()).sum();
+            let rarest = lists.iter().map(|l| l.len()).min();
+            if total <= rarest.unwrap_or(self.entries.len() / 8) {
+                let mut union: Vec<u32> =
+                    range.iter().flat_map(|(_, l)| l.iter().copied()).collect();
+                union.sort_unstable();
+                union.dedup();
+                lists.push(Postings::Owned(union));
+            }
+        }
+        if lists.is_empty() {
+            return everyone();
+        }
+        lists.sort_by_key(|l| l.len());
         let mut lists = lists.into_iter();
-        let mut out = lists.next().unwrap_or_default();
-        for next in lists {
-            if out.is_empty() {
-                break;
-            }
-            out = intersect(&out, &next);
+        let Some(driver) = lists.next() else {
+            return everyone();
+        };
+        let others: Vec<Postings<'a>> = lists.collect();
+        let ids: Vec<u32> = driver.into_owned();
+        Box::new(
+            ids.into_iter()
+                .filter(move |id| others.iter().all(|l| l.binary_search(id).is_ok())),
+        )
+    }
+
+    /// Up to `limit` questions that `shown` lets through, one per article, best match
+    /// first. Ids are in the order suggestions are shown, so each read stops as soon as
+    /// the list is full: the questions starting with the text first (nothing can beat
+    /// them), then those having every typed word.
+    fn pick(&self, typed: &Typed, shown: impl Fn(&Entry) -> bool, limit: usize) -> Vec<&Entry> {
+        if limit == 0 {
+            return Vec::new();
         }
-        Some(out)
-    }
-}
-
-/// Keeps `e` as its article's suggestion if it scores higher (or as high, shorter).
-fn offer<'a>(best: &mut HashMap<&'a str, (u32, &'a Entry)>, e: &'a Entry, s: u32) {
-    let better = match best.get(e.article_id.as_str()) {
-        None => true,
-        Some((bs, be)) => s > *bs || (s == *bs && e.question.len() < be.question.len()),
-    };
-    if better {
-        best.insert(&e.article_id, (s, e));
-    }
-}
-
-/// Both sorted lists' common ids.
-fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
+        // The first of an article's questions read is its best: reads go in id order,
+        // and every question starting with the text is read before any other.
+        let mut best: HashMap<&str, (u32, &Entry)> = HashMap::new();
+        for e in self
+            .starting_with(typed.text)
+            .map(|i| &self.entries[i as usize])
+        {
+            if shown(e) {
+                best.entry(e.article_id.as_str()).or_insert((3, e));
+                if best.len() >= limit {
+                    break;
+                }
             }
         }
+        if best.len() < limit {
+            for e in self.candidates(typed).map(|i| &self.entries[i as usize]) {
+                if best.contains_key(e.article_id.as_str()) || !shown(e) {
+                    continue;
+                }
+                if let Some(s) = score(&e.norm, &e.words, typed) {
+                    best.insert(&e.article_id, (s, e));
+                    if best.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out: Vec<(u32, &Entry)> = best.into_values().collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| shown_order(a.1, b.1)));
+        out.into_iter().map(|(_, e)| e).collect()
     }
-    out
 }
 
 #[derive(Default)]
@@ -347,36 +425,10 @@ impl Suggester {
                 || (e.valid_from != VALID_FROM_OPEN && e.valid_from > now)
                 || (e.valid_until != VALID_UNTIL_OPEN && e.valid_until < now))
         };
-        let mut best: HashMap<&str, (u32, &Entry)> = HashMap::new();
-        // Questions starting with the text score highest: when they fill the list (short
-        // prefixes, whose words most questions share), nothing else could get in.
-        let mut starting = std::collections::HashSet::new();
-        for e in questions.starting_with(typed.text).filter(|e| shown(e)) {
-            starting.insert(e.article_id.as_str());
-            offer(&mut best, e, 3);
-        }
-        if starting.len() < limit {
-            let all = &questions.entries;
-            let picked: Box<dyn Iterator<Item = &Entry>> = match questions.candidates(&typed) {
-                Some(ids) => Box::new(ids.into_iter().filter_map(|i| all.get(i as usize))),
-                None => Box::new(all.iter()),
-            };
-            for e in picked.filter(|e| shown(e)) {
-                if let Some(s) = score(&e.norm, &e.words, &typed) {
-                    offer(&mut best, e, s);
-                }
-            }
-        }
-        let mut out: Vec<(u32, &Entry)> = best.into_values().collect();
-        out.sort_by(|a, b| {
-            b.0.cmp(&a.0)
-                .then(a.1.question.len().cmp(&b.1.question.len()))
-                .then(a.1.article_id.cmp(&b.1.article_id))
-        });
-        Ok(out
+        Ok(questions
+            .pick(&typed, shown, limit)
             .into_iter()
-            .take(limit)
-            .map(|(_, e)| e.clone())
+            .cloned()
             .collect())
     }
 }
@@ -419,52 +471,147 @@ mod tests {
         }
     }
 
-    /// The word index never drops a question the full scan would match.
-    #[test]
-    fn candidates_hold_every_match() {
-        let qs = Questions::new(vec![
+    fn four() -> Questions {
+        Questions::new(vec![
             entry("pin", "How do I reset my PIN?"),
             entry("card", "My card was stolen, what do I do?"),
             entry("mail", "Can I get statements by e-mail?"),
             entry("abroad", "Can I use my card abroad? My card, abroad."),
-        ]);
-        for typed in [
-            "how do i",
-            "reset my p",
-            "pin res",
-            "my card ",
-            "my ca",
-            "e-ma",
-            "can i use my",
-            "card",
-            "x",
-            "do i ",
-            "abroad? my",
-        ] {
-            let t = Typed::new(typed);
-            let scanned: Vec<usize> = (0..qs.entries.len())
-                .filter(|&i| score(&qs.entries[i].norm, &qs.entries[i].words, &t).is_some())
-                .collect();
-            let picked = qs.candidates(&t).unwrap();
-            for i in &scanned {
-                assert!(picked.contains(&(*i as u32)), "{typed:?}: {i} missing");
-            }
-            assert!(picked.len() <= qs.entries.len());
-        }
-        assert_eq!(qs.candidates(&Typed::new("my card ")).unwrap(), [1, 3]);
-        // Only the questions having every word are scored.
-        assert_eq!(qs.candidates(&Typed::new("can i use my")).unwrap(), [3]);
-        assert!(
-            qs.candidates(&Typed::new("银行")).is_none(),
-            "Chinese scans"
+        ])
+    }
+
+    fn articles(qs: &Questions, ids: impl Iterator<Item = u32>) -> Vec<&str> {
+        ids.map(|i| qs.entries[i as usize].article_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn candidates_are_the_questions_having_every_word_in_order() {
+        let qs = four();
+        let ids: Vec<u32> = qs.candidates(&Typed::new("my card ")).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let mut got = articles(&qs, ids.into_iter());
+        got.sort();
+        assert_eq!(got, ["abroad", "card"]);
+        assert_eq!(
+            articles(&qs, qs.candidates(&Typed::new("can i use my"))),
+            ["abroad"]
         );
-        // "can i get statements…" sorts before "can i use my card…".
-        let starting: Vec<&str> = qs
-            .starting_with("can i ")
-            .map(|e| e.article_id.as_str())
-            .collect();
-        assert_eq!(starting, ["mail", "abroad"]);
+        // Chinese has no words: every question is read.
+        assert_eq!(qs.candidates(&Typed::new("银行")).count(), 4);
+        // "can i get statements…" is shorter than "can i use my card…".
+        assert_eq!(
+            articles(&qs, qs.starting_with("can i ")),
+            ["mail", "abroad"]
+        );
         assert_eq!(qs.starting_with("how do i").count(), 1);
         assert_eq!(qs.starting_with("do i").count(), 0);
+    }
+
+    /// What `pick` must return: every question scored, each article's best kept.
+    fn every_question<'a>(
+        qs: &'a Questions,
+        typed: &Typed,
+        shown: impl Fn(&Entry) -> bool,
+        limit: usize,
+    ) -> Vec<&'a Entry> {
+        let mut best: HashMap<&str, (u32, &Entry)> = HashMap::new();
+        for e in qs.entries.iter().filter(|e| shown(e)) {
+            let Some(s) = score(&e.norm, &e.words, typed) else {
+                continue;
+            };
+            let better = best.get(e.article_id.as_str()).is_none_or(|(bs, be)| {
+                s > *bs || (s == *bs && shown_order(e, be) == std::cmp::Ordering::Less)
+            });
+            if better {
+                best.insert(&e.article_id, (s, e));
+            }
+        }
+        let mut out: Vec<(u32, &Entry)> = best.into_values().collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| shown_order(a.1, b.1)));
+        out.into_iter().take(limit).map(|(_, e)| e).collect()
+    }
+
+    /// The indexes and the early stops never change the answer: on a few hundred
+    /// questions sharing prefixes and words, in two languages, `pick` returns what
+    /// scoring every question returns, for prefixes of every length, words in any order
+    /// and several list sizes.
+    #[test]
+    fn pick_returns_what_scoring_every_question_returns() {
+        const EN: [&str; 16] = [
+            "what", "is", "are", "how", "do", "i", "my", "card", "cards", "pin", "reset", "stolen",
+            "e-mail", "fee", "transfer", "abroad",
+        ];
+        const ZH: [&str; 5] = ["银行卡", "密码", "怎么", "修改", "信用卡"];
+        let mut seed: u64 = 7;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        let mut entries = Vec::new();
+        for a in 0..120 {
+            let zh = a % 5 == 0;
+            for _ in 0..1 + next(4) {
+                let n = 2 + next(6);
+                let q: Vec<&str> = (0..n)
+                    .map(|_| {
+                        if zh {
+                            ZH[next(ZH.len())]
+                        } else {
+                            EN[next(EN.len())]
+                        }
+                    })
+                    .collect();
+                let mut e = entry(&format!("a{a:03}"), &q.join(if zh { "" } else { " " }));
+                e.lang = if zh { "zh" } else { "en" }.into();
+                entries.push(e);
+            }
+        }
+        let questions: Vec<String> = entries.iter().map(|e| e.norm.clone()).collect();
+        let qs = Questions::new(entries);
+        let mut typed: Vec<String> = Vec::new();
+        for q in questions.iter().step_by(3) {
+            let chars: Vec<char> = q.chars().collect();
+            typed.extend(
+                (1..=chars.len())
+                    .step_by(2)
+                    .map(|n| chars[..n].iter().collect()),
+            );
+            typed.push(format!("{q} "));
+        }
+        typed.extend(
+            [
+                "card my",
+                "fee ",
+                "pi",
+                "i ",
+                "abroad what",
+                "cards",
+                "x",
+                "密码",
+                "怎么修",
+            ]
+            .map(String::from),
+        );
+        let mut compared = 0;
+        for t in &typed {
+            let t = Typed::new(t);
+            for limit in [1, 3, 5, 10] {
+                for only_en in [false, true] {
+                    let shown = |e: &Entry| !only_en || e.lang == "en";
+                    let want = every_question(&qs, &t, shown, limit);
+                    assert_eq!(
+                        qs.pick(&t, shown, limit),
+                        want,
+                        "{:?} limit {limit}",
+                        t.text
+                    );
+                    compared += usize::from(!want.is_empty());
+                }
+            }
+        }
+        assert!(compared > 1000, "only {compared} non-empty comparisons");
     }
 }

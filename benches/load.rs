@@ -6,6 +6,11 @@
 //!
 //!   load --addr http://127.0.0.1:50051 --token-file T --rpc answer \
 //!        --utterances ../shared/bench/utterances_2000.txt --concurrency 8 --duration 20
+//!
+//! `--rpc assist` opens `--concurrency` agent-assist streams (agent desktops), each sending
+//! customer turns `--think-ms` apart on average (0.5-1.5x, streams staggered) and a new
+//! conversation every `--turns-per-stream`;
+//! a call is one turn, timed from sending it to the update that answers it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +39,8 @@ enum Rpc {
     Route,
     /// KnowledgeBaseService/Search.
     Search,
+    /// AssistService/Assist: one customer turn on a live stream (closed loop only).
+    Assist,
 }
 
 #[derive(Parser)]
@@ -69,6 +76,12 @@ struct Args {
     /// Connections to spread the calls over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Assist: pause between a turn's update and the next turn of the same stream.
+    #[arg(long, default_value_t = 0)]
+    think_ms: u64,
+    /// Assist: turns per conversation before the stream is closed and a new one opened.
+    #[arg(long, default_value_t = 20)]
+    turns_per_stream: u64,
     /// A label for the output line.
     #[arg(long, default_value = "")]
     label: String,
@@ -97,6 +110,77 @@ fn authed<T>(msg: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     r.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
     Ok(r)
+}
+
+/// One caller of `--rpc assist`: streams of `turns` customer turns each, until `end_at`.
+/// Turns sent before `start_at` warm up and are not recorded.
+async fn assist_caller(
+    s: &Shared,
+    caller: u64,
+    turns: u64,
+    think: Duration,
+    (start_at, end_at): (Instant, Instant),
+    measured: &AtomicU64,
+    limit: u64,
+) -> anyhow::Result<()> {
+    use pb::assist_service_client::AssistServiceClient;
+    let ch = s.channels[(caller as usize) % s.channels.len()].clone();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    // Desktops are not in step: stagger the first turns over one pause, and vary each
+    // pause 0.5-1.5x (a fixed pause kept every stream in step, so turns came in bursts).
+    let spread = |i: u64| {
+        let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+        think.mul_f64(x as f64 / (1u64 << 53) as f64)
+    };
+    tokio::time::sleep(spread(caller)).await;
+    for conversation in 0u64.. {
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::AssistRequest>(4);
+        let request = authed(tokio_stream::wrappers::ReceiverStream::new(rx), &s.token)?;
+        let start = pb::assist_request::Event::Start(pb::AssistStart {
+            conversation_id: format!("load-{}-{caller}-{conversation}", std::process::id()),
+            ..Default::default()
+        });
+        tx.send(pb::AssistRequest { event: Some(start) }).await?;
+        let mut updates = AssistServiceClient::new(ch.clone())
+            .assist(request)
+            .await?
+            .into_inner();
+        for _ in 0..turns {
+            if Instant::now() >= end_at {
+                return Ok(());
+            }
+            let i = s.next.fetch_add(1, Ordering::Relaxed);
+            let text = s.utterances[(i as usize) % s.utterances.len()].clone();
+            let turn = pb::assist_request::Event::Turn(pb::AssistTurn {
+                speaker: "customer".into(),
+                text,
+                at_ms: now_ms(),
+            });
+            let started = Instant::now();
+            tx.send(pb::AssistRequest { event: Some(turn) }).await?;
+            let r = match updates.message().await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(tonic::Status::unavailable("the stream ended")),
+                Err(e) => Err(e),
+            };
+            let failed = r.is_err();
+            if started >= start_at {
+                if measured.fetch_add(1, Ordering::Relaxed) >= limit {
+                    return Ok(());
+                }
+                record(s, started, r).await;
+            }
+            if failed {
+                break;
+            }
+            tokio::time::sleep(think / 2 + spread(i)).await;
+        }
+    }
+    Ok(())
 }
 
 /// One call; the status code it ended with.
@@ -163,6 +247,7 @@ async fn call(s: &Shared, i: u64) -> anyhow::Result<Result<(), tonic::Status>> {
             )?)
             .await
             .map(drop),
+        Rpc::Assist => anyhow::bail!("assist turns are sent by assist_caller"),
     };
     Ok(r)
 }
@@ -225,6 +310,10 @@ async fn main() -> anyhow::Result<()> {
     let mut dropped = 0u64;
     let (mode, measured) = if let Some(rate) = a.rate {
         anyhow::ensure!(rate > 0.0, "--rate must be positive");
+        anyhow::ensure!(
+            !matches!(a.rpc, Rpc::Assist),
+            "--rpc assist runs closed loop: --concurrency streams, --think-ms apart"
+        );
         let in_flight = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / rate);
@@ -261,8 +350,22 @@ async fn main() -> anyhow::Result<()> {
         let start_at = warm_until;
         let end_at = warm_until + duration;
         let mut handles = Vec::new();
-        for _ in 0..n {
+        for caller in 0..n {
             let (s, m) = (s.clone(), measuring.clone());
+            if matches!(a.rpc, Rpc::Assist) {
+                let (turns, think) = (a.turns_per_stream.max(1), Duration::from_millis(a.think_ms));
+                handles.push(tokio::spawn(async move {
+                    let window = (start_at, end_at);
+                    if let Err(e) =
+                        assist_caller(&s, caller as u64, turns, think, window, &m, limit).await
+                    {
+                        let mut t = s.tally.lock().await;
+                        t.other += 1;
+                        t.first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }));
+                continue;
+            }
             handles.push(tokio::spawn(async move {
                 loop {
                     let now = Instant::now();
@@ -285,7 +388,10 @@ async fn main() -> anyhow::Result<()> {
             let _ = h.await;
         }
         (
-            format!("closed-loop x{n}"),
+            match a.rpc {
+                Rpc::Assist => format!("{n} streams, {} ms think", a.think_ms),
+                _ => format!("closed-loop x{n}"),
+            },
             end_at.saturating_duration_since(start_at),
         )
     };

@@ -2,9 +2,9 @@
 # Speed under load, through the real daemon over gRPC: raw embedding capacity (Embed, one
 # text per call) beside the bot's Answer capacity for the same texts, Answer latency
 # open-loop at half its capacity, 10x overload (every call answered OK or
-# RESOURCE_EXHAUSTED, memory bounded, recovery), Suggest and Route, and agent-assist turn
-# latency (a 1,000-turn transcript replayed through one assist stream, from the daemon's
-# histogram). One JSON line per run.
+# RESOURCE_EXHAUSTED, memory bounded, recovery), Suggest and Route, agent-assist turns on
+# many concurrent streams, and agent-assist turn latency (a 1,000-turn transcript replayed
+# through one assist stream, from the daemon's histogram). One JSON line per run.
 #
 #   benches/load/run.sh            # DURATION=20 CONCURRENCY=8 OVERLOAD_SECONDS=60
 #   BIG_KB=1 benches/load/run.sh   # ... with ~100k chunks (MedQuAD + BANKING77, big_kb.py)
@@ -157,3 +157,6 @@ for sp, d in sorted(b.items()):
     print(json.dumps({"label": "assist " + sp + " turns", "turns": int(n), "mean_ms": round(1000 * d["sum"] / n, 2),
                       "p99_at_most_ms": p99 * 1000, "within_50ms": sum(c for le, c in d["buckets"] if le == 0.05) / n}))
 '
+# After the histogram above (it counts every assist turn): many desktops, streams flat out, then 128 streams a turn ~1 s apart.
+load --rpc assist --concurrency "$conc" --duration "$duration" --label "assist streams, no pause"
+load --rpc assist --concurrency 128 --think-ms 1000 --duration "$duration" --label "assist 128 streams, 1 s apart"

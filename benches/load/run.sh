@@ -20,6 +20,12 @@
 #   PROFILE=release benches/load/run.sh
 #                                  # the daemon, CLI and load generator as installed
 #                                  # (cargo build --release; default: the debug build)
+#   BIN=/tmp/before benches/load/run.sh
+#                                  # binaries copied from an earlier build (confidantd,
+#                                  # confidantctl, load), not built: two versions side by side
+#   RUNS="embed answer" benches/load/run.sh
+#                                  # only the capacity runs named (embed, answer, half,
+#                                  # suggest, route, overload, assist); default: all
 #
 # Starts its own confidantd (by default the debug build, dependencies at opt-level 3, CPU) on a scratch
 # directory with the demo knowledge base and intents. Needs the default model and
@@ -37,12 +43,17 @@ utt="${UTTERANCES:-../shared/bench/utterances_2000.txt}"
 if [ "${BIG_KB:-0}" = 1 ]; then export CHUNK_TOKENS="${CHUNK_TOKENS:-32}"; fi
 models/install-default >/dev/null
 profile="${PROFILE:-debug}"
-case "$profile" in
-  debug) cargo build --locked --bins 2>/dev/null ;;
-  release) cargo build --release --locked --bins 2>/dev/null ;;
-  *) echo "load/run.sh: PROFILE must be debug or release, not $profile" >&2; exit 1 ;;
-esac
-bin="target/$profile"
+if [ -n "${BIN:-}" ]; then
+  # Prebuilt binaries (a copy of an earlier build), for side-by-side runs of two versions.
+  bin="$(cd "$BIN" && pwd)"; profile="$bin"
+else
+  case "$profile" in
+    debug) cargo build --locked --bins 2>/dev/null ;;
+    release) cargo build --release --locked --bins 2>/dev/null ;;
+    *) echo "load/run.sh: PROFILE must be debug or release, not $profile" >&2; exit 1 ;;
+  esac
+  bin="target/$profile"
+fi
 echo "{\"label\": \"build\", \"profile\": \"$profile\"}"
 if [ -n "${WORK:-}" ]; then mkdir -p "$WORK"; work="$(cd "$WORK" && pwd)"; keep=1; else work="$(mktemp -d)"; keep=0; fi
 fresh=1; [ -f "$work/confidant.db" ] && fresh=0
@@ -108,25 +119,41 @@ echo "{\"label\": \"waited for an idle daemon\", \"seconds\": $(( $(date +%s) - 
 load() { "$bin/load" --addr "http://127.0.0.1:$port" --token-file "$work/token" --utterances "$utt" "$@"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$daemon/status"; }
 
-embed=$(load --rpc embed --concurrency "$conc" --duration "$duration" --label "embed capacity"); echo "$embed"
-answer=$(load --rpc answer --concurrency "$conc" --duration "$duration" --label "answer capacity"); echo "$answer"
-cap=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok_per_second"])' "$answer")
-half=$(python3 -c "print(round($cap / 2, 1))")
-load --rpc answer --rate "$half" --duration "$duration" --label "answer at half capacity"
-load --rpc suggest --concurrency "$conc" --duration "$duration" --label "suggest capacity"
-load --rpc suggest --rate 200 --duration "$duration" --label "suggest 200/s"
-load --rpc route --concurrency "$conc" --duration "$duration" --label "route capacity"
-before=$(rss)
-over=$(python3 -c "print(round($cap * 10, 1))")
-load --rpc answer --rate "$over" --duration "$overload_s" --label "answer at 10x capacity"
-after=$(rss)
-echo "{\"label\": \"daemon RSS\", \"before_overload_kib\": $before, \"after_overload_kib\": $after}"
-load --rpc answer --concurrency "$conc" --duration "$duration" --label "answer capacity after overload"
+runs=" ${RUNS:-embed answer half suggest route overload assist} "
+want() { [[ "$runs" == *" $1 "* ]]; }
+embed='' answer=''
+if want embed; then
+  embed=$(load --rpc embed --concurrency "$conc" --duration "$duration" --label "embed capacity"); echo "$embed"
+fi
+if want answer || want half || want overload; then
+  answer=$(load --rpc answer --concurrency "$conc" --duration "$duration" --label "answer capacity"); echo "$answer"
+  cap=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok_per_second"])' "$answer")
+fi
+if want half; then
+  half=$(python3 -c "print(round($cap / 2, 1))")
+  load --rpc answer --rate "$half" --duration "$duration" --label "answer at half capacity"
+fi
+if want suggest; then
+  load --rpc suggest --concurrency "$conc" --duration "$duration" --label "suggest capacity"
+  load --rpc suggest --rate 200 --duration "$duration" --label "suggest 200/s"
+fi
+want route && load --rpc route --concurrency "$conc" --duration "$duration" --label "route capacity"
+if want overload; then
+  before=$(rss)
+  over=$(python3 -c "print(round($cap * 10, 1))")
+  load --rpc answer --rate "$over" --duration "$overload_s" --label "answer at 10x capacity"
+  after=$(rss)
+  echo "{\"label\": \"daemon RSS\", \"before_overload_kib\": $before, \"after_overload_kib\": $after}"
+  load --rpc answer --concurrency "$conc" --duration "$duration" --label "answer capacity after overload"
+fi
+if [ -n "$embed" ] && [ -n "$answer" ]; then
 python3 - "$embed" "$answer" <<'PY'
 import json, sys
 e, a = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(json.dumps({"label": "answer / embed capacity", "ratio": round(a["ok_per_second"] / e["ok_per_second"], 3)}))
 PY
+fi
+want assist || exit 0
 # Agent assist: 500 customer turns (the utterances) and 500 agent turns through one stream.
 python3 - "$utt" "$work/transcript.jsonl" <<'PY'
 import json, sys

@@ -367,13 +367,23 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
     let policies = app.policies();
     let bot = &policies.bot;
     let store = app.store();
-    let previous = store
-        .conversation_turns(&input.tenant, &input.conversation_id)
-        .await?
-        .into_iter()
-        .rev()
-        .find(|t| t.speaker == "customer")
-        .map(|t| t.text);
+    // One read for a new conversation (the usual first turn), two for an ongoing one.
+    let conv = match store
+        .conversation_get(&input.tenant, &input.conversation_id)
+        .await
+    {
+        Ok(c) => Some(c),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let previous = match &conv {
+        Some(c) if c.turns > 0 => {
+            store
+                .conversation_last_turn(&input.tenant, &input.conversation_id, "customer")
+                .await?
+        }
+        _ => None,
+    };
     // A pick that cannot be answered is refused before anything is stored.
     let selected = if input.selected_article_id.is_empty() {
         None
@@ -398,26 +408,19 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
         lang: lang.clone(),
         ..Default::default()
     };
-    // The model runs before anything is written: under overload the call is refused
-    // (RESOURCE_EXHAUSTED) at no storage cost and leaves no half-recorded turn. A turn the
-    // rules settle without the model (a handed-off conversation, the escape hatch) skips it.
-    let held = match store
-        .conversation_get(&input.tenant, &input.conversation_id)
-        .await
-    {
-        Ok(c) => !c.handoff_reason.is_empty(),
-        Err(StoreError::NotFound(_)) => false,
-        Err(e) => return Err(e.into()),
-    };
+    // The conversation as it stood before this turn; the turn and the decision are
+    // written together once decided. The model runs before anything is written: under
+    // overload the call is refused (RESOURCE_EXHAUSTED) at no storage cost and leaves no
+    // half-recorded turn. A turn the rules settle without the model (a handed-off
+    // conversation, the escape hatch) skips it.
+    let mut conv = conv.unwrap_or_else(|| start.clone());
+    let held = !conv.handoff_reason.is_empty();
     let vector = if held || bot.wants_person(&input.text) {
         Vec::new()
     } else {
         embed(app, &input.text).await?
     };
     let redacted = policies.redactor.redact(&input.text);
-    let (mut conv, seq) = store
-        .conversation_append(&start, "customer", &redacted)
-        .await?;
 
     let mut out = AnswerOutput {
         decision_id: new_id()?,
@@ -430,6 +433,7 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
         explanation: String::new(),
         used_context: false,
     };
+    let mut failed = false;
     // The sentiment head only matters for a hand-off's priority: it runs only then.
     let decide = async {
         if !conv.handoff_reason.is_empty() {
@@ -536,6 +540,7 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
                     .collect();
             }
             Pick::NoMatch => {
+                failed = true;
                 conv.failures += 1;
                 if conv.failures >= i64::from(bot.max_failures) {
                     let negative = negative()?;
@@ -561,18 +566,18 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
     };
     decide.await?;
 
-    if let Some(h) = &out.handoff
-        && conv.handoff_reason.is_empty()
-    {
-        conv.handoff_reason = h.reason.clone();
-        conv.handoff_queue = h.queue.clone();
+    let new_handoff = out
+        .handoff
+        .as_ref()
+        .filter(|_| conv.handoff_reason.is_empty());
+    if let Some(h) = new_handoff {
         metrics::counter!("confidant_bot_handoffs_total", "reason" => h.reason.clone())
             .increment(1);
     }
     let d = Decision {
         id: out.decision_id.clone(),
         conversation_id: conv.id.clone(),
-        seq,
+        seq: 0,
         outcome: out.outcome.as_str().into(),
         reason: out
             .handoff
@@ -604,7 +609,15 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
         feedback: String::new(),
         at: now_ms(),
     };
-    store.decision_record(&conv, &d).await?;
+    let conv = store
+        .conversation_record(
+            &start,
+            &redacted,
+            &d,
+            failed,
+            new_handoff.map(|h| (h.reason.as_str(), h.queue.as_str())),
+        )
+        .await?;
     metrics::counter!("confidant_bot_decisions_total", "outcome" => out.outcome.as_str())
         .increment(1);
     tracing::debug!(

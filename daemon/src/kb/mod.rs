@@ -466,28 +466,37 @@ impl Kb {
             .await?;
         let fused = fusion::fuse(&dense, &lexical, p.mode, self.settings.fusion);
         let mut out = Vec::with_capacity(p.limit);
-        for hit in fused {
-            if out.len() == p.limit {
-                break;
-            }
-            // An article deleted between the index read and now is simply skipped.
-            let article = match self.store.kb_get(&p.tenant, &hit.article_id).await {
-                Ok(a) => a,
-                Err(StoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let matched = chunks(&article, self.settings.chunk_tokens)
+        let mut hits = fused.into_iter().peekable();
+        // The articles of as many hits as are still wanted, one query per round: an
+        // article deleted between the index read and now is simply skipped, and the next
+        // round reads further down the list.
+        while out.len() < p.limit && hits.peek().is_some() {
+            let round: Vec<_> = hits.by_ref().take(p.limit - out.len()).collect();
+            let ids: Vec<&str> = round.iter().map(|h| h.article_id.as_str()).collect();
+            let mut found: HashMap<String, ArticleRow> = self
+                .store
+                .kb_get_many(&p.tenant, &ids)
+                .await?
                 .into_iter()
-                .nth(hit.best_chunk() as usize)
-                .unwrap_or(Chunk {
-                    kind: ChunkKind::Passage,
-                    text: article.answer.clone(),
+                .map(|a| (a.id.clone(), a))
+                .collect();
+            for hit in round {
+                let Some(article) = found.remove(&hit.article_id) else {
+                    continue;
+                };
+                let matched = chunks(&article, self.settings.chunk_tokens)
+                    .into_iter()
+                    .nth(hit.best_chunk() as usize)
+                    .unwrap_or(Chunk {
+                        kind: ChunkKind::Passage,
+                        text: article.answer.clone(),
+                    });
+                out.push(SearchResult {
+                    article,
+                    hit,
+                    matched,
                 });
-            out.push(SearchResult {
-                article,
-                hit,
-                matched,
-            });
+            }
         }
         Ok(out)
     }

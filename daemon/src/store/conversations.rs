@@ -141,80 +141,110 @@ impl Store {
         Ok(conversation(&r)?)
     }
 
-    /// Appends a turn, starting the conversation if it is new; returns the conversation as
-    /// it now stands and the turn's sequence number. One transaction.
-    pub async fn conversation_append(
+    /// Records a customer turn and the bot's decision on it in one transaction, starting
+    /// the conversation if it is new. `failed` adds one to the conversation's failures;
+    /// `handoff` (reason, queue) is kept only if the conversation was not handed off
+    /// before. Counts are added to what is stored, so concurrent turns of one
+    /// conversation are all counted. Returns the conversation as it now stands; the
+    /// decision is stored with the turn's sequence number (`d.seq` is ignored).
+    pub async fn conversation_record(
         &self,
         start: &Conversation,
-        speaker: &str,
         text: &str,
-    ) -> Result<(Conversation, i64), StoreError> {
+        d: &Decision,
+        failed: bool,
+        handoff: Option<(&str, &str)>,
+    ) -> Result<Conversation, StoreError> {
         let mut tx = self.write_tx().await?;
         let now = now_ms();
-        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CONVERSATION} FROM conversations WHERE tenant = $1 AND id = $2"
+        let (reason, queue) = handoff.unwrap_or(("", ""));
+        // In the update every right-hand side reads the row as it was, so the queue's
+        // condition sees the old reason.
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO conversations (tenant, id, customer_id, channel, lang, started_at, \
+             updated_at, turns, failures, handoff_reason, handoff_queue) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10) \
+             ON CONFLICT (tenant, id) DO UPDATE SET \
+             turns = conversations.turns + 1, \
+             updated_at = excluded.updated_at, \
+             customer_id = CASE WHEN conversations.customer_id = '' \
+               THEN excluded.customer_id ELSE conversations.customer_id END, \
+             failures = conversations.failures + excluded.failures, \
+             handoff_reason = CASE WHEN conversations.handoff_reason = '' \
+               THEN excluded.handoff_reason ELSE conversations.handoff_reason END, \
+             handoff_queue = CASE WHEN conversations.handoff_reason = '' \
+               THEN excluded.handoff_queue ELSE conversations.handoff_queue END \
+             RETURNING {CONVERSATION}"
         )))
         .bind(&start.tenant)
         .bind(&start.id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let mut c = match existing {
-            Some(r) => conversation(&r)?,
-            None => {
-                sqlx::query(
-                    "INSERT INTO conversations (tenant, id, customer_id, channel, lang, started_at, \
-                     updated_at, turns, failures, handoff_reason, handoff_queue) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, '', '')",
-                )
-                .bind(&start.tenant)
-                .bind(&start.id)
-                .bind(&start.customer_id)
-                .bind(&start.channel)
-                .bind(&start.lang)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                Conversation {
-                    started_at: now,
-                    turns: 0,
-                    failures: 0,
-                    handoff_reason: String::new(),
-                    handoff_queue: String::new(),
-                    ..start.clone()
-                }
-            }
-        };
-        c.turns += 1;
-        // A customer id learnt later in the conversation is kept, so erasure finds it.
-        if c.customer_id.is_empty() && !start.customer_id.is_empty() {
-            c.customer_id = start.customer_id.clone();
-        }
-        sqlx::query(
-            "UPDATE conversations SET turns = $1, updated_at = $2, customer_id = $3 \
-             WHERE tenant = $4 AND id = $5",
-        )
-        .bind(c.turns)
+        .bind(&start.customer_id)
+        .bind(&start.channel)
+        .bind(&start.lang)
         .bind(now)
-        .bind(&c.customer_id)
-        .bind(&c.tenant)
-        .bind(&c.id)
-        .execute(&mut *tx)
+        .bind(now)
+        .bind(i64::from(failed))
+        .bind(reason)
+        .bind(queue)
+        .fetch_one(&mut *tx)
         .await?;
+        let c = conversation(&r)?;
         sqlx::query(
             "INSERT INTO conversation_turns (tenant, conversation_id, seq, speaker, text, at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             VALUES ($1, $2, $3, 'customer', $4, $5)",
         )
         .bind(&c.tenant)
         .bind(&c.id)
         .bind(c.turns)
-        .bind(speaker)
         .bind(text)
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO bot_decisions (tenant, {DECISION}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        )))
+        .bind(&c.tenant)
+        .bind(&d.id)
+        .bind(&c.id)
+        .bind(c.turns)
+        .bind(&d.outcome)
+        .bind(&d.reason)
+        .bind(&d.article_id)
+        .bind(d.article_version)
+        .bind(d.confidence)
+        .bind(&d.intent)
+        .bind(&d.queue)
+        .bind(d.priority)
+        .bind(&d.feedback)
+        .bind(d.at)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok((c.clone(), c.turns))
+        Ok(c)
+    }
+
+    /// The text of the conversation's latest turn by `speaker`, if any.
+    pub async fn conversation_last_turn(
+        &self,
+        tenant: &str,
+        id: &str,
+        speaker: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let r = sqlx::query(
+            "SELECT text FROM conversation_turns \
+             WHERE tenant = $1 AND conversation_id = $2 AND speaker = $3 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(speaker)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match r {
+            Some(r) => Some(r.try_get("text")?),
+            None => None,
+        })
     }
 
     /// The conversation's turns in order.
@@ -242,44 +272,6 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
-    }
-
-    /// Stores a decision and the conversation's new failure count and hand-off, together.
-    pub async fn decision_record(&self, c: &Conversation, d: &Decision) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO bot_decisions (tenant, {DECISION}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-        )))
-        .bind(&c.tenant)
-        .bind(&d.id)
-        .bind(&d.conversation_id)
-        .bind(d.seq)
-        .bind(&d.outcome)
-        .bind(&d.reason)
-        .bind(&d.article_id)
-        .bind(d.article_version)
-        .bind(d.confidence)
-        .bind(&d.intent)
-        .bind(&d.queue)
-        .bind(d.priority)
-        .bind(&d.feedback)
-        .bind(d.at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE conversations SET failures = $1, handoff_reason = $2, handoff_queue = $3 \
-             WHERE tenant = $4 AND id = $5",
-        )
-        .bind(c.failures)
-        .bind(&c.handoff_reason)
-        .bind(&c.handoff_queue)
-        .bind(&c.tenant)
-        .bind(&c.id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// The conversation's decisions in order.

@@ -173,6 +173,32 @@ impl Store {
         Ok(row(&r)?)
     }
 
+    /// The live articles among `ids`, in one query; missing and deleted ones are absent.
+    pub async fn kb_get_many(
+        &self,
+        tenant: &str,
+        ids: &[&str],
+    ) -> Result<Vec<ArticleRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let q = format!(
+            "SELECT {COLUMNS} FROM kb_articles WHERE tenant = $1 AND deleted_at IS NULL \
+             AND id IN ({})",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(q)).bind(tenant);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(row)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
     /// Live articles in id order after `after_id`, optionally of one language and status.
     pub async fn kb_list(
         &self,

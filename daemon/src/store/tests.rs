@@ -126,44 +126,98 @@ fn decision(id: &str, conv: &str, seq: i64, outcome: &str) -> Decision {
 async fn conversations_decisions_feedback_report_and_erasure() {
     for db in backends("conversations_decisions_feedback_report_and_erasure").await {
         let s = &db.store;
-        let (c, seq) = s
-            .conversation_append(&start("t1", "c1", ""), "customer", "hello")
+        let c = s
+            .conversation_record(
+                &start("t1", "c1", ""),
+                "hello",
+                &decision("d1", "c1", 0, "answer"),
+                true,
+                None,
+            )
             .await
             .unwrap();
-        assert_eq!((c.turns, seq), (1, 1), "{}", db.name);
-        s.decision_record(&c, &decision("d1", "c1", 1, "answer"))
+        assert_eq!((c.turns, c.failures), (1, 1), "{}", db.name);
+        assert_eq!(
+            s.conversation_last_turn("t1", "c1", "customer")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("hello")
+        );
+        // The customer id learnt on a later turn is kept; failures add up; the first
+        // hand-off stays.
+        let c = s
+            .conversation_record(
+                &start("t1", "c1", "cust-1"),
+                "more",
+                &decision("d2", "c1", 0, "handoff"),
+                true,
+                Some(("fraud", "fraud-queue")),
+            )
             .await
             .unwrap();
-        // The customer id learnt on a later turn is kept.
-        let (mut c, seq) = s
-            .conversation_append(&start("t1", "c1", "cust-1"), "customer", "more")
+        assert_eq!(
+            (c.turns, c.failures, c.customer_id.as_str()),
+            (2, 2, "cust-1"),
+            "{}",
+            db.name
+        );
+        let c = s
+            .conversation_record(
+                &start("t1", "c1", "cust-other"),
+                "again",
+                &decision("d2b", "c1", 0, "handoff"),
+                false,
+                Some(("complaint", "complaints")),
+            )
             .await
             .unwrap();
-        assert_eq!((c.turns, seq, c.customer_id.as_str()), (2, 2, "cust-1"));
-        c.handoff_reason = "fraud".into();
-        c.handoff_queue = "fraud".into();
-        s.decision_record(&c, &decision("d2", "c1", 2, "handoff"))
-            .await
-            .unwrap();
+        assert_eq!(
+            (
+                c.turns,
+                c.failures,
+                c.customer_id.as_str(),
+                c.handoff_reason.as_str(),
+                c.handoff_queue.as_str()
+            ),
+            (3, 2, "cust-1", "fraud", "fraud-queue"),
+            "{}",
+            db.name
+        );
         let got = s.conversation_get("t1", "c1").await.unwrap();
-        assert_eq!(got.handoff_reason, "fraud", "{}", db.name);
+        assert_eq!(got, c, "{}", db.name);
         let turns = s.conversation_turns("t1", "c1").await.unwrap();
         assert_eq!(
             turns.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
-            ["hello", "more"]
+            ["hello", "more", "again"]
         );
         let ds = s.decisions("t1", "c1").await.unwrap();
-        assert_eq!(ds.len(), 2);
+        assert_eq!(
+            ds.iter()
+                .map(|d| (d.id.as_str(), d.seq))
+                .collect::<Vec<_>>(),
+            [("d1", 1), ("d2", 2), ("d2b", 3)],
+            "{}",
+            db.name
+        );
         assert!((ds[0].confidence - 0.75).abs() < 1e-6, "{}", db.name);
+        assert_eq!(
+            s.conversation_last_turn("t1", "nope", "customer")
+                .await
+                .unwrap(),
+            None
+        );
 
         // Feedback: unresolved counts one failure however often it is repeated.
-        let (c2, _) = s
-            .conversation_append(&start("t1", "c2", "cust-2"), "customer", "hi")
-            .await
-            .unwrap();
-        s.decision_record(&c2, &decision("d3", "c2", 1, "answer"))
-            .await
-            .unwrap();
+        s.conversation_record(
+            &start("t1", "c2", "cust-2"),
+            "hi",
+            &decision("d3", "c2", 0, "answer"),
+            false,
+            None,
+        )
+        .await
+        .unwrap();
         let (_, c2) = s.decision_feedback("t1", "c2", "d3", false).await.unwrap();
         assert_eq!(c2.failures, 1);
         let (_, c2) = s.decision_feedback("t1", "c2", "d3", false).await.unwrap();
@@ -224,8 +278,8 @@ async fn conversations_decisions_feedback_report_and_erasure() {
             e,
             Erased {
                 conversations: 1,
-                turns: 2,
-                decisions: 2,
+                turns: 3,
+                decisions: 3,
                 routes: 1,
                 qa_results: 0,
             },
@@ -297,6 +351,48 @@ async fn qa_results_replace_report_and_erase() {
         assert_eq!(e.qa_results, 1);
         assert_eq!(s.qa_report("t1", 0).await.unwrap().contacts, 2);
         assert_eq!(s.erase_qa_before(now_ms() + 1).await.unwrap(), 3);
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test]
+async fn articles_are_read_many_at_once_live_ones_only() {
+    for db in backends("articles_are_read_many_at_once_live_ones_only").await {
+        let s = &db.store;
+        let article = |id: &str| ArticleRow {
+            tenant: "t1".into(),
+            id: id.into(),
+            title: format!("title {id}"),
+            questions: vec![format!("question {id}?")],
+            answer: format!("answer {id}"),
+            lang: "en".into(),
+            status: "published".into(),
+            content_hash: format!("hash {id}"),
+            ..Default::default()
+        };
+        s.kb_upsert("t1", &[article("a1"), article("a2"), article("a3")])
+            .await
+            .unwrap();
+        s.kb_upsert("t2", &[article("a4")]).await.unwrap();
+        s.kb_tombstone("t1", "a2").await.unwrap();
+        let mut got: Vec<(String, String)> = s
+            .kb_get_many("t1", &["a3", "a1", "a2", "a4", "missing"])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.id, a.answer))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("a1".to_string(), "answer a1".to_string()),
+                ("a3".to_string(), "answer a3".to_string())
+            ],
+            "{}: deleted, missing and other tenants' articles are left out",
+            db.name
+        );
+        assert!(s.kb_get_many("t1", &[]).await.unwrap().is_empty());
         db.drop_schema().await;
     }
 }

@@ -74,6 +74,9 @@ struct Args {
     /// index.acorn: true or false.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     acorn: bool,
+    /// index.indexing_threshold_kb (0: the engine's default).
+    #[arg(long, default_value_t = 0)]
+    indexing_threshold_kb: usize,
     /// index.max_segment_mb (0: the engine's default).
     #[arg(long, default_value_t = 0)]
     max_segment_mb: usize,
@@ -265,6 +268,7 @@ fn main() -> anyhow::Result<()> {
         acorn: args.acorn,
         max_segment_mb: args.max_segment_mb,
         segments: args.segments,
+        indexing_threshold_kb: args.indexing_threshold_kb,
     };
     let mut index = EmbeddedIndex::open(&args.dir, args.dim, &tuning)?;
     // The exact search regenerates the same vectors later, so that the RSS measured after
@@ -446,6 +450,7 @@ fn main() -> anyhow::Result<()> {
             "oversampling": args.oversampling,
             "acorn": args.acorn,
             "max_segment_mb": args.max_segment_mb,
+            "indexing_threshold_kb": args.indexing_threshold_kb,
             "segments_target": args.segments,
             "search": modes,
             "rss_after_build_mib": index_rss_mib,

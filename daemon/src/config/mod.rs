@@ -122,6 +122,10 @@ pub struct IndexConfig {
     /// backend = "embedded": the number of segments the optimiser merges towards (0: one
     /// per two CPUs, at least 2).
     pub segments: usize,
+    /// backend = "embedded": a segment holding more than this many KiB of vectors gets an
+    /// HNSW graph; smaller ones are searched exhaustively (0: the engine's 10,000 KiB,
+    /// ~6,500 chunks of 384 floats).
+    pub indexing_threshold_kb: usize,
 }
 
 impl Default for IndexConfig {
@@ -143,6 +147,7 @@ impl Default for IndexConfig {
             acorn: IndexTuning::default().acorn,
             max_segment_mb: 0,
             segments: 0,
+            indexing_threshold_kb: IndexTuning::default().indexing_threshold_kb,
         }
     }
 }
@@ -391,6 +396,7 @@ impl Config {
             acorn: ix.acorn,
             max_segment_mb: ix.max_segment_mb,
             segments: ix.segments,
+            indexing_threshold_kb: ix.indexing_threshold_kb,
         }
     }
 

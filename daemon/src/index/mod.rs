@@ -51,6 +51,9 @@ pub struct IndexTuning {
     /// How many segments the optimiser merges towards (0: the engine's default, one per
     /// two CPUs, at least 2).
     pub segments: usize,
+    /// Segments with more than this many KiB of vectors get an HNSW graph; smaller ones
+    /// are searched exhaustively, every point on every search (0: the engine's 10,000).
+    pub indexing_threshold_kb: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,7 @@ impl Default for IndexTuning {
             acorn: false,
             max_segment_mb: 0,
             segments: 0,
+            indexing_threshold_kb: 0,
         }
     }
 }

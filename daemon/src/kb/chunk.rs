@@ -13,11 +13,44 @@ pub struct Chunk {
 
 /// A rough token count that needs no tokenizer: about four ASCII characters a token, and
 /// a token for every other character (CJK characters are single tokens in the models we
-/// ship). It only has to keep passages inside the encoder's window.
+/// ship). It only has to keep passages inside the encoder's window. Kept as two counts so
+/// that a growing passage is counted as it grows, not re-read (the search path cuts
+/// articles again to find the matched passage).
+#[derive(Debug, Default, Clone, Copy)]
+struct Tokens {
+    ascii: usize,
+    other: usize,
+}
+
+impl Tokens {
+    fn of(s: &str) -> Self {
+        let mut t = Self::default();
+        s.chars().for_each(|c| t.add(c));
+        t
+    }
+
+    fn add(&mut self, c: char) {
+        if c.is_ascii() {
+            self.ascii += 1;
+        } else {
+            self.other += 1;
+        }
+    }
+
+    fn plus(self, o: Self) -> Self {
+        Self {
+            ascii: self.ascii + o.ascii,
+            other: self.other + o.other,
+        }
+    }
+
+    fn estimate(self) -> usize {
+        self.ascii.div_ceil(4) + self.other
+    }
+}
+
 fn estimated_tokens(s: &str) -> usize {
-    let ascii = s.bytes().filter(u8::is_ascii).count();
-    let other = s.chars().filter(|c| !c.is_ascii()).count();
-    ascii.div_ceil(4) + other
+    Tokens::of(s).estimate()
 }
 
 fn is_sentence_end(c: char) -> bool {
@@ -50,10 +83,13 @@ fn sentences(text: &str) -> Vec<&str> {
 /// Cuts one over-long sentence at character boundaries.
 fn hard_split(s: &str, budget: usize, out: &mut Vec<String>) {
     let mut cur = String::new();
+    let mut tokens = Tokens::default();
     for c in s.chars() {
         cur.push(c);
-        if estimated_tokens(&cur) >= budget {
+        tokens.add(c);
+        if tokens.estimate() >= budget {
             out.push(std::mem::take(&mut cur));
+            tokens = Tokens::default();
         }
     }
     if !cur.trim().is_empty() {
@@ -65,17 +101,21 @@ pub fn passages(text: &str, budget: usize) -> Vec<String> {
     let budget = budget.max(8);
     let mut out = Vec::new();
     let mut cur = String::new();
+    let mut cur_tokens = Tokens::default();
     for s in sentences(text) {
-        if estimated_tokens(&cur) + estimated_tokens(s) > budget && !cur.trim().is_empty() {
+        let tokens = Tokens::of(s);
+        if cur_tokens.estimate() + tokens.estimate() > budget && !cur.trim().is_empty() {
             out.push(cur.trim().to_string());
             cur.clear();
+            cur_tokens = Tokens::default();
         }
-        if estimated_tokens(s) > budget {
+        if tokens.estimate() > budget {
             let mut pieces = Vec::new();
             hard_split(s.trim(), budget, &mut pieces);
             out.extend(pieces.into_iter().map(|p| p.trim().to_string()));
         } else {
             cur.push_str(s);
+            cur_tokens = cur_tokens.plus(tokens);
         }
     }
     if !cur.trim().is_empty() {
@@ -116,6 +156,41 @@ pub fn chunks(a: &ArticleRow, budget: usize) -> Vec<Chunk> {
         }
     }
     out
+}
+
+/// Chunk `n` of `chunks(a, budget)`, cutting no more of the article than it needs.
+pub fn chunk_at(a: &ArticleRow, budget: usize, n: usize) -> Option<Chunk> {
+    let question = |text: &String| Chunk {
+        kind: ChunkKind::Question,
+        text: text.clone(),
+    };
+    if let Some(q) = a.questions.get(n) {
+        return Some(question(q));
+    }
+    let mut n = n - a.questions.len();
+    if !a.title.is_empty() && !a.questions.iter().any(|q| q.eq_ignore_ascii_case(&a.title)) {
+        if n == 0 {
+            return Some(question(&a.title));
+        }
+        n -= 1;
+    }
+    let title_tokens = estimated_tokens(&a.title);
+    for text in [&a.answer, &a.body] {
+        let mut ps = passages(text, budget.saturating_sub(title_tokens));
+        if n < ps.len() {
+            let p = ps.swap_remove(n);
+            return Some(Chunk {
+                kind: ChunkKind::Passage,
+                text: if a.title.is_empty() {
+                    p
+                } else {
+                    format!("{}\n{p}", a.title)
+                },
+            });
+        }
+        n -= ps.len();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -176,5 +251,37 @@ mod tests {
             ]
         );
         assert_eq!(c[2].text, "Lost card\nCall us.");
+    }
+
+    #[test]
+    fn chunk_at_is_the_chunk_at_that_position() {
+        let long = "One sentence of the answer here. ".repeat(30);
+        for a in [
+            ArticleRow {
+                title: "Lost card".into(),
+                questions: vec!["I lost my card".into(), "lost card".into()],
+                answer: long.clone(),
+                body: "More detail. ".repeat(40),
+                ..Default::default()
+            },
+            ArticleRow {
+                title: "Another title".into(),
+                questions: vec!["q?".into()],
+                answer: "Short.".into(),
+                body: String::new(),
+                ..Default::default()
+            },
+            ArticleRow {
+                answer: "信用卡丢失后请立即致电客服。".repeat(30),
+                ..Default::default()
+            },
+        ] {
+            let all = chunks(&a, 40);
+            assert!(all.len() > 2 || a.body.is_empty());
+            for (i, c) in all.iter().enumerate() {
+                assert_eq!(chunk_at(&a, 40, i).as_ref(), Some(c), "chunk {i}");
+            }
+            assert_eq!(chunk_at(&a, 40, all.len()), None);
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use confidant_inference::{Batcher, EmbeddingModel, InferenceError, InputKind};
 
 pub use article::{Problem, Rules, valid_id};
-pub use chunk::{Chunk, chunks};
+pub use chunk::{Chunk, chunk_at, chunks};
 pub use fusion::{Fused, Fusion, Mode, Signal};
 pub use lexical::Lexical;
 
@@ -484,13 +484,15 @@ impl Kb {
                 let Some(article) = found.remove(&hit.article_id) else {
                     continue;
                 };
-                let matched = chunks(&article, self.settings.chunk_tokens)
-                    .into_iter()
-                    .nth(hit.best_chunk() as usize)
-                    .unwrap_or(Chunk {
-                        kind: ChunkKind::Passage,
-                        text: article.answer.clone(),
-                    });
+                let matched = chunk_at(
+                    &article,
+                    self.settings.chunk_tokens,
+                    hit.best_chunk() as usize,
+                )
+                .unwrap_or(Chunk {
+                    kind: ChunkKind::Passage,
+                    text: article.answer.clone(),
+                });
                 out.push(SearchResult {
                     article,
                     hit,

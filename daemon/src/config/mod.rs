@@ -124,7 +124,7 @@ pub struct IndexConfig {
     pub segments: usize,
     /// backend = "embedded": a segment holding more than this many KiB of vectors gets an
     /// HNSW graph; smaller ones are searched exhaustively (0: the engine's 10,000 KiB,
-    /// ~6,500 chunks of 384 floats).
+    /// ~6,500 chunks of 384 floats; default 2,000).
     pub indexing_threshold_kb: usize,
 }
 

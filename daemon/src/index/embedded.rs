@@ -2,6 +2,7 @@
 //! the state directory, with its write-ahead log replayed on open. The appliance needs no
 //! second server.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard};
 
@@ -17,6 +18,7 @@ use qdrant_edge::{
 };
 use serde_json::{Value, json};
 
+use super::locator::Locator;
 use super::{
     ANY_CHANNEL, Hit, IndexError, IndexTuning, Indexed, InventoryBuilder, Point, Quantization,
     Query, SearchFilter, VectorIndex, point_uuid,
@@ -41,6 +43,8 @@ pub struct EmbeddedIndex {
     quantized_search: Option<QuantizationSearchParams>,
     acorn: bool,
     keys: Keys,
+    /// Each point's article and chunk, so that searches read no payloads.
+    locator: RwLock<Locator>,
 }
 
 /// The payload keys searches filter on, parsed once: a filter is built for every search,
@@ -210,7 +214,66 @@ impl EmbeddedIndex {
             ),
             acorn: tuning.acorn,
             keys: Keys::new()?,
+            locator: RwLock::new(Locator::default()),
         })
+        .and_then(|index| {
+            let mut locator = Locator::default();
+            index.scroll_all(None, |p| {
+                let s = |k: &str| p.get(k).and_then(Value::as_str);
+                let chunk = p.get("chunk").and_then(Value::as_u64);
+                if let (Some(t), Some(a), Some(c)) = (s("tenant"), s("article"), chunk) {
+                    locator.add(t, a, c as u32);
+                }
+            })?;
+            *index.locator_mut() = locator;
+            Ok(index)
+        })
+    }
+
+    fn locator(&self) -> std::sync::RwLockReadGuard<'_, Locator> {
+        self.locator.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn locator_mut(&self) -> std::sync::RwLockWriteGuard<'_, Locator> {
+        self.locator.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn forget_locations(&self) {
+        self.locator_mut().forget(None);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn located_points(&self) -> usize {
+        self.locator().len()
+    }
+
+    /// Hits for the points the locator does not know yet, from their payloads.
+    fn hits_from_payloads(
+        &self,
+        points: &[(PointId, f32)],
+    ) -> Result<HashMap<PointId, (String, u32)>, IndexError> {
+        let ids: Vec<PointId> = points.iter().map(|(id, _)| *id).collect();
+        let records = self
+            .shard
+            .retrieve(
+                &ids,
+                Some(WithPayloadInterface::Fields(vec![
+                    self.keys.article.clone(),
+                    self.keys.chunk.clone(),
+                ])),
+                None,
+            )
+            .map_err(engine)?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| {
+                let payload = r.payload?;
+                let article = payload.0.get("article")?.as_str()?.to_string();
+                let chunk = payload.0.get("chunk")?.as_u64()? as u32;
+                Some((r.id, (article, chunk)))
+            })
+            .collect())
     }
 
     /// Changes how many candidates a search explores, for comparisons on one built index.
@@ -358,13 +421,17 @@ impl VectorIndex for EmbeddedIndex {
         }))?;
         self.apply(UpdateOperation::PointOperation(
             PointOperations::DeletePointsByFilter(stale),
-        ))
+        ))?;
+        self.locator_mut().set(tenant, article_id, chunks);
+        Ok(())
     }
 
     fn delete_article(&self, tenant: &str, article_id: &str) -> Result<(), IndexError> {
         self.apply(UpdateOperation::PointOperation(
             PointOperations::DeletePointsByFilter(Self::article_filter(tenant, article_id)?),
-        ))
+        ))?;
+        self.locator_mut().set(tenant, article_id, 0);
+        Ok(())
     }
 
     fn delete_all(&self, tenant: Option<&str>) -> Result<(), IndexError> {
@@ -374,7 +441,9 @@ impl VectorIndex for EmbeddedIndex {
         };
         self.apply(UpdateOperation::PointOperation(
             PointOperations::DeletePointsByFilter(f),
-        ))
+        ))?;
+        self.locator_mut().forget(tenant);
+        Ok(())
     }
 
     fn search(
@@ -423,23 +492,47 @@ impl VectorIndex for EmbeddedIndex {
                 ..Default::default()
             }),
             with_vector: WithVector::Bool(false),
-            with_payload: WithPayloadInterface::Fields(vec![
-                self.keys.article.clone(),
-                self.keys.chunk.clone(),
-            ]),
+            with_payload: WithPayloadInterface::Bool(false),
         };
         let points = self.shard.query(request).map_err(engine)?;
-        Ok(points
-            .into_iter()
-            .filter_map(|p| {
-                let payload = p.payload?;
-                Some(Hit {
-                    article_id: payload.0.get("article")?.as_str()?.to_string(),
-                    chunk: payload.0.get("chunk")?.as_u64()? as u32,
-                    score: p.score,
-                })
-            })
-            .collect())
+        let mut hits: Vec<Option<Hit>> = Vec::with_capacity(points.len());
+        let mut unknown = Vec::new();
+        {
+            let locator = self.locator();
+            for p in &points {
+                let found = match &p.id {
+                    PointId::Uuid(u) => locator.get(u.as_u128()),
+                    PointId::NumId(_) => None,
+                };
+                match found {
+                    Some((article, chunk)) => hits.push(Some(Hit {
+                        article_id: article.to_string(),
+                        chunk,
+                        score: p.score,
+                    })),
+                    None => {
+                        unknown.push((p.id, p.score));
+                        hits.push(None);
+                    }
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            let mut read = self.hits_from_payloads(&unknown)?;
+            let mut next = unknown.into_iter();
+            for slot in hits.iter_mut().filter(|h| h.is_none()) {
+                let Some((id, score)) = next.next() else {
+                    break;
+                };
+                // A point deleted meanwhile has no payload left: it is dropped.
+                *slot = read.remove(&id).map(|(article_id, chunk)| Hit {
+                    article_id,
+                    chunk,
+                    score,
+                });
+            }
+        }
+        Ok(hits.into_iter().flatten().collect())
     }
 
     fn inventory(&self) -> Result<Vec<Indexed>, IndexError> {

@@ -9,6 +9,7 @@
 //! (article id, version, chunk number, chunk count).
 
 mod embedded;
+mod locator;
 mod server;
 
 pub use embedded::EmbeddedIndex;
@@ -317,6 +318,47 @@ mod tests {
         let stored = std::fs::read_to_string(path.join("edge_config.json")).unwrap();
         assert!(stored.contains("int8"), "{stored}");
         assert!(stored.contains("\"m\":8"), "{stored}");
+    }
+
+    /// Searches name each hit's article and chunk from memory; a point the locator does
+    /// not know (a search racing a write) is read from its payload instead, and a reopened
+    /// index knows every point again.
+    #[test]
+    fn hits_are_located_from_memory_or_else_from_payloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idx");
+        let located = |index: &EmbeddedIndex| {
+            let mut h: Vec<(String, u32)> = index
+                .search(
+                    &Query::Dense(vec![1.0, 0.1, 0.1, 0.1]),
+                    &suite::filter("t1"),
+                    100,
+                )
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.article_id, h.chunk))
+                .collect();
+            h.sort();
+            h
+        };
+        let expected: Vec<(String, u32)> = (0..5)
+            .flat_map(|a| (0..3).map(move |c| (format!("a{a}"), c)))
+            .collect();
+        let index = EmbeddedIndex::open(&path, 4, &IndexTuning::default()).unwrap();
+        for a in 0..5 {
+            let id = format!("a{a}");
+            let points = (0..3).map(|c| suite::point("t1", &id, 1, c, 3)).collect();
+            index.replace_article("t1", &id, 1, points).unwrap();
+        }
+        assert_eq!(index.located_points(), 15);
+        assert_eq!(located(&index), expected);
+        index.forget_locations();
+        assert_eq!(located(&index), expected, "read from the payloads");
+        index.flush().unwrap();
+        drop(index);
+        let index = EmbeddedIndex::open(&path, 4, &IndexTuning::default()).unwrap();
+        assert_eq!(index.located_points(), 15);
+        assert_eq!(located(&index), expected);
     }
 
     /// Runs against a real Qdrant server where CONFIDANT_TEST_QDRANT_URL names one

@@ -247,7 +247,7 @@ impl Questions {
     }
 }
 
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct Suggester {
     shared: Arc<Shared>,
 }
@@ -280,6 +280,7 @@ impl Plan {
         }
     }
 }
+
 fn normalise(s: &str) -> String {
     s.split_whitespace()
         .collect::<Vec<_>>()

@@ -201,7 +201,7 @@ impl EmbeddedIndex {
                 "holds {have}-dimensional vectors but the model makes {dimension}-dimensional ones"
             )));
         }
-        Ok(Self {
+        let index = Self {
             shard,
             gate: RwLock::new(()),
             hnsw_ef: tuning.hnsw_ef.max(1),
@@ -215,19 +215,23 @@ impl EmbeddedIndex {
             acorn: tuning.acorn,
             keys: Keys::new()?,
             locator: RwLock::new(Locator::default()),
-        })
-        .and_then(|index| {
-            let mut locator = Locator::default();
-            index.scroll_all(None, |p| {
-                let s = |k: &str| p.get(k).and_then(Value::as_str);
-                let chunk = p.get("chunk").and_then(Value::as_u64);
-                if let (Some(t), Some(a), Some(c)) = (s("tenant"), s("article"), chunk) {
-                    locator.add(t, a, c as u32);
-                }
-            })?;
-            *index.locator_mut() = locator;
-            Ok(index)
-        })
+        };
+        index.locate_all()?;
+        Ok(index)
+    }
+
+    /// Fills the locator from every point's payload (at open).
+    fn locate_all(&self) -> Result<(), IndexError> {
+        let mut locator = Locator::default();
+        self.scroll_all(None, |p| {
+            let s = |k: &str| p.get(k).and_then(Value::as_str);
+            let chunk = p.get("chunk").and_then(Value::as_u64);
+            if let (Some(t), Some(a), Some(c)) = (s("tenant"), s("article"), chunk) {
+                locator.add(t, a, c as u32);
+            }
+        })?;
+        *self.locator_mut() = locator;
+        Ok(())
     }
 
     fn locator(&self) -> std::sync::RwLockReadGuard<'_, Locator> {

@@ -124,69 +124,63 @@ pub fn passages(text: &str, budget: usize) -> Vec<String> {
     out
 }
 
+/// The texts indexed as questions, in chunk order: the variants, then the title unless it
+/// repeats one.
+fn heads(a: &ArticleRow) -> impl Iterator<Item = &String> {
+    let title = (!a.title.is_empty()
+        && !a.questions.iter().any(|q| q.eq_ignore_ascii_case(&a.title)))
+    .then_some(&a.title);
+    a.questions.iter().chain(title)
+}
+
+/// The answer's and then the body's passages, each as cut for the index.
+fn article_passages(a: &ArticleRow, budget: usize) -> impl Iterator<Item = Vec<String>> {
+    let budget = budget.saturating_sub(estimated_tokens(&a.title));
+    [&a.answer, &a.body]
+        .into_iter()
+        .map(move |text| passages(text, budget))
+}
+
+fn question(text: &str) -> Chunk {
+    Chunk {
+        kind: ChunkKind::Question,
+        text: text.to_string(),
+    }
+}
+
+/// Passages carry the title: a passage alone often lacks its subject.
+fn passage(a: &ArticleRow, p: String) -> Chunk {
+    Chunk {
+        kind: ChunkKind::Passage,
+        text: if a.title.is_empty() {
+            p
+        } else {
+            format!("{}\n{p}", a.title)
+        },
+    }
+}
+
 /// An article's chunks in a stable order (chunk numbers are positions in this list).
 pub fn chunks(a: &ArticleRow, budget: usize) -> Vec<Chunk> {
-    let mut out: Vec<Chunk> = a
-        .questions
-        .iter()
-        .map(|q| Chunk {
-            kind: ChunkKind::Question,
-            text: q.clone(),
-        })
-        .collect();
-    if !a.title.is_empty() && !a.questions.iter().any(|q| q.eq_ignore_ascii_case(&a.title)) {
-        out.push(Chunk {
-            kind: ChunkKind::Question,
-            text: a.title.clone(),
-        });
-    }
-    // Passages carry the title: a passage alone often lacks its subject.
-    let title_tokens = estimated_tokens(&a.title);
-    for text in [&a.answer, &a.body] {
-        for p in passages(text, budget.saturating_sub(title_tokens)) {
-            let text = if a.title.is_empty() {
-                p
-            } else {
-                format!("{}\n{p}", a.title)
-            };
-            out.push(Chunk {
-                kind: ChunkKind::Passage,
-                text,
-            });
-        }
+    let mut out: Vec<Chunk> = heads(a).map(|q| question(q)).collect();
+    for ps in article_passages(a, budget) {
+        out.extend(ps.into_iter().map(|p| passage(a, p)));
     }
     out
 }
 
 /// Chunk `n` of `chunks(a, budget)`, cutting no more of the article than it needs.
 pub fn chunk_at(a: &ArticleRow, budget: usize, n: usize) -> Option<Chunk> {
-    let question = |text: &String| Chunk {
-        kind: ChunkKind::Question,
-        text: text.clone(),
-    };
-    if let Some(q) = a.questions.get(n) {
-        return Some(question(q));
-    }
-    let mut n = n - a.questions.len();
-    if !a.title.is_empty() && !a.questions.iter().any(|q| q.eq_ignore_ascii_case(&a.title)) {
+    let mut n = n;
+    for q in heads(a) {
         if n == 0 {
-            return Some(question(&a.title));
+            return Some(question(q));
         }
         n -= 1;
     }
-    let title_tokens = estimated_tokens(&a.title);
-    for text in [&a.answer, &a.body] {
-        let mut ps = passages(text, budget.saturating_sub(title_tokens));
+    for mut ps in article_passages(a, budget) {
         if n < ps.len() {
-            let p = ps.swap_remove(n);
-            return Some(Chunk {
-                kind: ChunkKind::Passage,
-                text: if a.title.is_empty() {
-                    p
-                } else {
-                    format!("{}\n{p}", a.title)
-                },
-            });
+            return Some(passage(a, ps.swap_remove(n)));
         }
         n -= ps.len();
     }

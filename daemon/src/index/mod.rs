@@ -361,6 +361,51 @@ mod tests {
         assert_eq!(located(&index), expected);
     }
 
+    #[test]
+    fn the_inventory_read_at_open_is_served_once_and_never_after_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idx");
+        let index = EmbeddedIndex::open(&path, 4, &IndexTuning::default()).unwrap();
+        for a in ["a", "b", "c"] {
+            let points = (0..2).map(|c| suite::point("t1", a, 1, c, 2)).collect();
+            index.replace_article("t1", a, 1, points).unwrap();
+        }
+        // A write cut off after one chunk of two.
+        index
+            .replace_article("t2", "d", 1, vec![suite::point("t2", "d", 1, 0, 2)])
+            .unwrap();
+        index.flush().unwrap();
+        drop(index);
+        let ids = |inv: &[Indexed]| -> Vec<(String, String, bool)> {
+            inv.iter()
+                .map(|i| (i.tenant.clone(), i.article_id.clone(), i.is_complete(1)))
+                .collect()
+        };
+        let index = EmbeddedIndex::open(&path, 4, &IndexTuning::default()).unwrap();
+        let opened = index.inventory().unwrap();
+        let scrolled = index.inventory().unwrap();
+        assert_eq!(ids(&opened), ids(&scrolled));
+        assert_eq!(
+            ids(&opened),
+            [
+                ("t1".into(), "a".into(), true),
+                ("t1".into(), "b".into(), true),
+                ("t1".into(), "c".into(), true),
+                ("t2".into(), "d".into(), false),
+            ]
+        );
+        drop(index);
+        let index = EmbeddedIndex::open(&path, 4, &IndexTuning::default()).unwrap();
+        index.delete_article("t1", "b").unwrap();
+        let after: Vec<String> = index
+            .inventory()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.article_id)
+            .collect();
+        assert_eq!(after, ["a", "c", "d"], "the write is in the inventory");
+    }
+
     /// Runs against a real Qdrant server where CONFIDANT_TEST_QDRANT_URL names one
     /// (e.g. http://127.0.0.1:6334; CONFIDANT_TEST_QDRANT_API_KEY if it wants a key), in
     /// a collection of its own that it drops afterwards.

@@ -410,3 +410,135 @@ async fn the_daemon_trains_serves_swaps_and_refuses_classifiers() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn a_fine_tuned_head_carries_its_encoder_and_the_daemon_serves_it() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start(&model, "").await;
+    let heads = d.dir.path().join("classifiers");
+    let out = heads.join("intent");
+    // 75 utterances make 3 batches an epoch: a high rate, so that the encoder moves.
+    let ft = [
+        "--fine-tune",
+        "--fine-tune-epochs",
+        "6",
+        "--fine-tune-layers",
+        "2",
+        "--fine-tune-lr",
+        "1e-3",
+    ];
+    let trained = train_local(&model, &out, &ft);
+    assert_eq!(trained["encoder"], "all-MiniLM-L6-v2+intent");
+    assert_eq!(trained["fine_tuned"]["layers"], 2);
+    assert_eq!(trained["fine_tuned"]["base"]["name"], "all-MiniLM-L6-v2");
+    assert!(out.join("encoder/confidant-model.toml").is_file());
+    assert!(out.join("encoder/model.safetensors").is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(&heads)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+
+    // Same data, same seed: the same encoder and head, byte for byte.
+    let again = d.dir.path().join("again");
+    let second = train_local(&model, &again, &ft);
+    assert_eq!(trained["version"], second["version"]);
+    assert_eq!(
+        std::fs::read(out.join("encoder/model.safetensors")).unwrap(),
+        std::fs::read(again.join("encoder/model.safetensors")).unwrap()
+    );
+
+    // eval needs neither --local nor a daemon: the artefact brings its encoder.
+    let eval = ctl(&[
+        "--json",
+        "intents",
+        "eval",
+        "--classifier",
+        s(&out),
+        "--data",
+        s(&data("intents_eval.jsonl")),
+        "--text-column",
+        "utterance",
+        "--label-column",
+        "intent",
+    ]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let r: serde_json::Value = serde_json::from_str(stdout(&eval).trim()).unwrap();
+    assert!(
+        r["report"]["in_scope_accuracy"].as_f64().unwrap() >= 0.8,
+        "{r}"
+    );
+
+    // The daemon loads it beside its own encoder and classifies through it.
+    let mut admin = AdminServiceClient::new(d.local_channel().await);
+    admin
+        .reload_models(pb::ReloadModelsRequest {})
+        .await
+        .unwrap();
+    let r = classify(
+        &d,
+        "intent",
+        &[
+            "I can't find my debit card",
+            "what's my balance",
+            "how do I bake sourdough bread",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.version, trained["version"].as_str().unwrap());
+    assert_eq!(r.results[0].label, "lost_card", "{:?}", r.results[0]);
+    assert_eq!(r.results[1].label, "balance", "{:?}", r.results[1]);
+    assert!(r.results[2].out_of_scope, "{:?}", r.results[2]);
+    // A training utterance is its own nearest neighbour only through the tuned encoder
+    // (the head's memory holds tuned vectors; the served encoder's would sit further off).
+    let r = classify(&d, "intent", &["I lost my card"]).await.unwrap();
+    assert!(r.results[0].oos_score > 0.9999, "{:?}", r.results[0]);
+    let mut intents = IntentServiceClient::new(d.channel().await);
+    let list = intents
+        .list_classifiers(d.req(pb::ListClassifiersRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.classifiers[0].encoder, "all-MiniLM-L6-v2+intent");
+    assert!(list.classifiers[0].fine_tuned);
+    // The jobs read the same head: routing advice names the intent.
+    let mut routing = pb::routing_service_client::RoutingServiceClient::new(d.channel().await);
+    let advice = routing
+        .route(d.req(pb::RouteRequest {
+            contact_id: "ft-1".into(),
+            text: "I can't find my debit card".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(advice.intent.unwrap().label, "lost_card");
+
+    // A tampered encoder is refused at reload, naming the file; the loaded head serves on.
+    let weights = out.join("encoder/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&weights, bytes).unwrap();
+    let err = admin
+        .reload_models(pb::ReloadModelsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("fine-tuned encoder"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("model.safetensors"),
+        "{}",
+        err.message()
+    );
+    let r = classify(&d, "intent", &["my card was stolen"])
+        .await
+        .unwrap();
+    assert_eq!(r.results[0].label, "lost_card");
+}

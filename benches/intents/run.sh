@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Intent-detection figures on BANKING77 (stratified 80/20 split of ../shared/data's
 # train.csv, seed 0) plus the project's own out-of-scope development utterances.
-# Trains head-only classifiers with `confidantctl intents train --local` and evaluates
+# Trains classifiers (head-only, or --fine-tune for the ft runs) with `confidantctl intents train --local` and evaluates
 # them with `confidantctl intents eval` on the held-out 20% plus the held-out half of the
 # out-of-scope utterances (test_oos.csv; in-scope figures are over its BANKING77 rows).
 # Usage: [RUNS="linear mlp ..."] benches/intents/run.sh [WORKDIR]
@@ -50,6 +50,12 @@ for r in $RUNS; do
     mlp-norefit) run mlp-norefit train.csv --head mlp --no-refit ;;
     mlp-maxprob) run mlp-maxprob train.csv --head mlp --oos-score max-prob ;;
     mlp-oos) run mlp-oos train_oos.csv --head mlp ;;
+    # the encoder's top layers fine-tuned first (--fine-tune), then the default heads
+    ft) run ft train.csv --head mlp --fine-tune ;;
+    ft-oos) run ft-oos train_oos.csv --head mlp --fine-tune ;;
+    # a sweep point: FT_LAYERS, FT_EPOCHS, FT_LR (run name ft-sweep)
+    ft-sweep) run "ft-l${FT_LAYERS:-3}-e${FT_EPOCHS:-4}-lr${FT_LR:-1e-4}" train.csv --head mlp --fine-tune \
+        --fine-tune-layers "${FT_LAYERS:-3}" --fine-tune-epochs "${FT_EPOCHS:-4}" --fine-tune-lr "${FT_LR:-1e-4}" ;;
     *) echo "unknown run $r" >&2; exit 2 ;;
   esac
 done

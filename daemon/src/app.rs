@@ -169,8 +169,11 @@ impl App {
             &config.load_options(),
         )?);
         metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());
-        let heads =
-            crate::classify::load_dir(&config.classifiers.dir, &model.manifest().fingerprint())?;
+        let heads = crate::classify::load_dir(
+            &config.classifiers.dir,
+            &model.manifest().fingerprint(),
+            &config.load_options(),
+        )?;
         let index = open_index(&config, &model)?;
         if model.manifest().scores == Scores::default() {
             tracing::warn!(
@@ -259,7 +262,8 @@ impl App {
             }
             .into());
         }
-        let heads = crate::classify::load_dir(&config.classifiers.dir, &serving)?;
+        let heads =
+            crate::classify::load_dir(&config.classifiers.dir, &serving, &config.load_options())?;
         let policies = Arc::new(Policies::new(&config, &model.manifest().scores)?);
         policies.log();
         metrics::histogram!("confidant_model_load_seconds").record(model.load_seconds());

@@ -133,13 +133,24 @@ impl<E: BatchEncoder> Batcher<E> {
 
     /// Embeds `texts`, waiting for a slot in a batch. Errors name the offending `texts[i]`.
     pub async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Embedding>> {
+        self.embed_with(self.current(), texts, kind).await
+    }
+
+    /// Embeds `texts` with another model than the one served (a classifier's fine-tuned
+    /// encoder), through the same queue and worker: one device, one place that says
+    /// RESOURCE_EXHAUSTED. Its inputs are batched apart from the served model's.
+    pub async fn embed_with(
+        &self,
+        model: Arc<E>,
+        texts: &[String],
+        kind: InputKind,
+    ) -> Result<Vec<Embedding>> {
         if texts.is_empty() {
             return Err(InferenceError::invalid(
                 "texts",
                 "at least one text is required",
             ));
         }
-        let model = self.current();
         let items = texts
             .iter()
             .enumerate()

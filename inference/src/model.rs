@@ -308,6 +308,36 @@ impl EmbeddingModel {
         self.engine
     }
 
+    pub(crate) fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    pub(crate) fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    /// The native encoder's shape; `None` when Candle's encoder runs the model.
+    pub(crate) fn native_shape(&self) -> Option<&Shape> {
+        match &self.encoder {
+            Encoder::Native(n) => Some(n.shape()),
+            Encoder::Candle(_) => None,
+        }
+    }
+
+    /// Every token's hidden state after the first `layers` layers, texts packed one after
+    /// another (`[Σ len, hidden]`): the frozen part of a fine-tune. Native encoder only.
+    pub(crate) fn hidden_after(&self, batch: &[&Encoded], layers: usize) -> Result<Vec<f32>> {
+        match &self.encoder {
+            Encoder::Native(n) => {
+                n.forward_upto(batch, candle_core::utils::get_num_threads(), layers)
+            }
+            Encoder::Candle(_) => Err(InferenceError::invalid(
+                "device",
+                "hidden states are read from the CPU's native encoder only",
+            )),
+        }
+    }
+
     /// Tokenises one text, with the manifest's query or passage prefix.
     pub fn tokenize(&self, text: &str, kind: InputKind) -> Result<Encoded> {
         if text.trim().is_empty() {

@@ -267,7 +267,7 @@ impl Session {
         let vector = bot::embed(app, text).await?;
         let mut out = Vec::new();
         if self.intent.is_none()
-            && let Some(guess) = bot::intent(app, &p.intent_classifier, text, &vector)?
+            && let Some(guess) = bot::intent(app, &p.intent_classifier, text, &vector).await?
             && !guess.label.is_empty()
             && let Some(items) = p.checklists.get(&guess.label)
         {
@@ -330,7 +330,8 @@ impl Session {
                 },
             });
         }
-        if let Some(current) = bot::negative_sentiment(app, &p.sentiment_classifier, text, &vector)?
+        if let Some(current) =
+            bot::negative_sentiment(app, &p.sentiment_classifier, text, &vector).await?
         {
             let previous = self.negative.unwrap_or(0.0);
             if current >= p.negative_alert && previous < p.negative_alert {

@@ -199,7 +199,7 @@ pub(crate) async fn embed(app: &App, text: &str) -> Result<Vec<f32>, BotError> {
 }
 
 /// The intent head's guess, when one is loaded.
-pub(crate) fn intent(
+pub(crate) async fn intent(
     app: &App,
     head: &str,
     text: &str,
@@ -207,7 +207,8 @@ pub(crate) fn intent(
 ) -> Result<Option<IntentGuess>, BotError> {
     Ok(app
         .classifiers()
-        .guess(head, text, vector, 3)?
+        .guess(app.batcher(), head, text, vector, 3)
+        .await?
         .map(|(_, p)| {
             let (label, probability) = p.top.first().cloned().unwrap_or_default();
             IntentGuess {
@@ -219,13 +220,17 @@ pub(crate) fn intent(
 }
 
 /// The probability of the "negative" label of the sentiment head, when one is loaded.
-pub(crate) fn negative_sentiment(
+pub(crate) async fn negative_sentiment(
     app: &App,
     head: &str,
     text: &str,
     vector: &[f32],
 ) -> Result<Option<f32>, BotError> {
-    let Some((h, p)) = app.classifiers().guess(head, text, vector, usize::MAX)? else {
+    let Some((h, p)) = app
+        .classifiers()
+        .guess(app.batcher(), head, text, vector, usize::MAX)
+        .await?
+    else {
         return Ok(None);
     };
     if !h.classifier.labels().iter().any(|l| l == "negative") {
@@ -464,7 +469,7 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
             ));
             return Ok(());
         }
-        out.intent = intent(app, &bot.intent_classifier, &input.text, &vector)?;
+        out.intent = intent(app, &bot.intent_classifier, &input.text, &vector).await?;
         let negative = || {
             negative_sentiment(
                 app,
@@ -481,7 +486,7 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
         if let Some((risk, why)) = policies.routing.classify_risk(&input.text, label)
             && bot.human_only.contains(&risk.name)
         {
-            let negative = negative()?;
+            let negative = negative().await?;
             out.outcome = Outcome::Handoff;
             out.explanation = format!(
                 "{} is human-only (bot.human_only), found by {why}",
@@ -543,7 +548,7 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
                 failed = true;
                 conv.failures += 1;
                 if conv.failures >= i64::from(bot.max_failures) {
-                    let negative = negative()?;
+                    let negative = negative().await?;
                     out.outcome = Outcome::Handoff;
                     out.explanation = format!(
                         "{}; {} failures reach bot.max_failures {}",

@@ -1,6 +1,8 @@
 //! Classifier heads served by the daemon: every sub-directory of `classifiers.dir` that
 //! holds a `classifier.toml` is a head, named by the directory ("intent", "sentiment").
-//! All are checked against the serving encoder's fingerprint when loaded; the set is
+//! All are checked against the serving encoder's fingerprint when loaded, except a head
+//! fine-tuned with its own encoder (`encoder/` in its directory), which is loaded with
+//! the daemon's device and dtype and runs through the same inference queue; the set is
 //! swapped whole on reload, and calls in flight finish on the heads they started with.
 
 use std::collections::BTreeMap;
@@ -8,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use confidant_inference::classifier::{CLASSIFIER_FILE, Classifier, ClassifierError, Prediction};
-use confidant_inference::{Batcher, EmbeddingModel, InferenceError, InputKind};
+use confidant_inference::{Batcher, EmbeddingModel, InferenceError, InputKind, LoadOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifyError {
@@ -19,6 +21,12 @@ pub enum ClassifyError {
         name: String,
         #[source]
         source: ClassifierError,
+    },
+    #[error("classifier {name:?}: its fine-tuned encoder: {source}")]
+    Encoder {
+        name: String,
+        #[source]
+        source: InferenceError,
     },
     #[error(
         "no classifier named {0:?} is loaded (train one with `confidantctl intents train --out <classifiers.dir>/{0}` and reload)"
@@ -36,6 +44,31 @@ pub struct Head {
     pub name: String,
     pub dir: PathBuf,
     pub classifier: Classifier,
+    /// The head's own fine-tuned encoder; `None`: it reads the served encoder's vectors.
+    pub encoder: Option<Arc<EmbeddingModel>>,
+}
+
+impl Head {
+    /// The vectors this head reads for `texts`: the served encoder's (`shared`, already
+    /// computed by the caller) or its own encoder's.
+    async fn vectors(
+        &self,
+        batcher: &Batcher<EmbeddingModel>,
+        texts: &[String],
+        shared: Option<&[Vec<f32>]>,
+    ) -> Result<Vec<Vec<f32>>, ClassifyError> {
+        let model = match (&self.encoder, shared) {
+            (None, Some(v)) => return Ok(v.to_vec()),
+            (Some(m), _) => m.clone(),
+            (None, None) => batcher.current(),
+        };
+        Ok(batcher
+            .embed_with(model, texts, InputKind::Query)
+            .await?
+            .into_iter()
+            .map(|e| e.vector)
+            .collect())
+    }
 }
 
 type Heads = Arc<BTreeMap<String, Arc<Head>>>;
@@ -58,6 +91,7 @@ fn valid_name(n: &str) -> bool {
 pub fn load_dir(
     dir: &Path,
     encoder_fingerprint: &str,
+    load: &LoadOptions,
 ) -> Result<BTreeMap<String, Arc<Head>>, ClassifyError> {
     let mut out = BTreeMap::new();
     let entries = match std::fs::read_dir(dir) {
@@ -87,14 +121,24 @@ pub fn load_dir(
                 source,
             }
         })?;
+        let encoder = match classifier.encoder_dir() {
+            Some(enc) => Some(Arc::new(EmbeddingModel::load(enc, load).map_err(|e| {
+                ClassifyError::Encoder {
+                    name: name.clone(),
+                    source: e,
+                }
+            })?)),
+            None => None,
+        };
         tracing::info!(classifier = %name, task = classifier.task(), version = classifier.version(),
-            labels = classifier.labels().len(), "classifier loaded");
+            labels = classifier.labels().len(), fine_tuned = encoder.is_some(), "classifier loaded");
         out.insert(
             name.clone(),
             Arc::new(Head {
                 name,
                 dir: path,
                 classifier,
+                encoder,
             }),
         );
     }
@@ -134,10 +178,12 @@ impl Classifiers {
         self.current().values().cloned().collect()
     }
 
-    /// One already-embedded text through head `name`; `None` when no such head is loaded
-    /// (the jobs then run without it: a site may not have trained one yet).
-    pub fn guess(
+    /// One text through head `name`, given its vector from the served encoder (a head
+    /// with its own encoder embeds the text again with it); `None` when no such head is
+    /// loaded (the jobs then run without it: a site may not have trained one yet).
+    pub async fn guess(
         &self,
+        batcher: &Batcher<EmbeddingModel>,
         name: &str,
         text: &str,
         vector: &[f32],
@@ -146,9 +192,10 @@ impl Classifiers {
         let Ok(head) = self.get(name) else {
             return Ok(None);
         };
-        let p = head
-            .classifier
-            .predict(&[text], &[vector.to_vec()], top_k)?;
+        let texts = [text.to_string()];
+        let shared = [vector.to_vec()];
+        let vectors = head.vectors(batcher, &texts, Some(&shared)).await?;
+        let p = head.classifier.predict(&[text], &vectors, top_k)?;
         Ok(p.into_iter().next().map(|p| (head, p)))
     }
 
@@ -161,12 +208,7 @@ impl Classifiers {
         top_k: usize,
     ) -> Result<(Arc<Head>, Vec<Prediction>), ClassifyError> {
         let head = self.get(name)?;
-        let vectors: Vec<Vec<f32>> = batcher
-            .embed(texts, InputKind::Query)
-            .await?
-            .into_iter()
-            .map(|e| e.vector)
-            .collect();
+        let vectors = head.vectors(batcher, texts, None).await?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let predictions = head.classifier.predict(&refs, &vectors, top_k)?;
         for p in &predictions {

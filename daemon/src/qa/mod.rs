@@ -455,7 +455,9 @@ pub async fn score(
         let mut out = Vec::with_capacity(turns.len());
         for (t, v) in turns.iter().zip(&vectors) {
             out.push(if t.speaker == "customer" {
-                bot::negative_sentiment(app, &head, &t.text, v)?.unwrap_or(0.0)
+                bot::negative_sentiment(app, &head, &t.text, v)
+                    .await?
+                    .unwrap_or(0.0)
             } else {
                 0.0
             });

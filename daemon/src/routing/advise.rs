@@ -32,7 +32,7 @@ pub async fn advise(app: &App, input: RouteInput) -> Result<RouteOutput, BotErro
     let policies = app.policies();
     let r = &policies.routing;
     let vector = bot::embed(app, &input.text).await?;
-    let intent = bot::intent(app, &r.intent_classifier, &input.text, &vector)?;
+    let intent = bot::intent(app, &r.intent_classifier, &input.text, &vector).await?;
     let label = intent
         .as_ref()
         .filter(|i| !i.label.is_empty())
@@ -41,7 +41,8 @@ pub async fn advise(app: &App, input: RouteInput) -> Result<RouteOutput, BotErro
         .classify_risk(&input.text, label.map(|l| l.0))
         .map(|(r, _)| r);
     let (queue, queue_reason) = r.queue(risk, label);
-    let negative = bot::negative_sentiment(app, &r.sentiment_classifier, &input.text, &vector)?;
+    let negative =
+        bot::negative_sentiment(app, &r.sentiment_classifier, &input.text, &vector).await?;
     let priority = r.priority(
         risk,
         &super::Signals {

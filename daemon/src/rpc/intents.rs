@@ -121,6 +121,8 @@ impl pb::intent_service_server::IntentService for IntentService {
                             directory: h.dir.display().to_string(),
                             holdout_accuracy: m.map(|m| m.holdout.in_scope_accuracy).unwrap_or(0.0),
                             holdout_macro_f1: m.map(|m| m.holdout.macro_f1).unwrap_or(0.0),
+                            encoder: c.encoder().name.clone(),
+                            fine_tuned: h.encoder.is_some(),
                         }
                     })
                     .collect(),

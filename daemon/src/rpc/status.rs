@@ -84,7 +84,9 @@ fn classify_code(e: &ClassifyError) -> Code {
         ClassifyError::NotFound(_) => Code::NotFound,
         ClassifyError::Inference(i) => inference_code(i),
         ClassifyError::Classifier(C::InvalidInput { .. }) => Code::InvalidArgument,
-        ClassifyError::Dir { .. } | ClassifyError::Load { .. } => Code::FailedPrecondition,
+        ClassifyError::Dir { .. } | ClassifyError::Load { .. } | ClassifyError::Encoder { .. } => {
+            Code::FailedPrecondition
+        }
         ClassifyError::Classifier(_) => Code::Internal,
     }
 }

@@ -6,7 +6,9 @@
 //!   nearest-neighbour out-of-scope score;
 //! - `lexicon.json`: the lexical head's terms and their IDF weights (its weights are in
 //!   `head.safetensors`), where the head has one;
-//! - `metrics.json`: what training measured on its held-out split.
+//! - `metrics.json`: what training measured on its held-out split;
+//! - `encoder/`: where the encoder was fine-tuned for this head (`--fine-tune`), that
+//!   encoder as a model directory with its own manifest; the head is served on it.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,7 @@ pub const CLASSIFIER_FILE: &str = "classifier.toml";
 pub const WEIGHTS_FILE: &str = "head.safetensors";
 pub const METRICS_FILE: &str = "metrics.json";
 pub const LEXICON_FILE: &str = "lexicon.json";
+pub const ENCODER_DIR: &str = "encoder";
 const MEMORY_TENSOR: &str = "memory";
 const LEXICAL_WEIGHT: &str = "lexical.weight";
 const LEXICAL_BIAS: &str = "lexical.bias";
@@ -81,6 +84,22 @@ pub(crate) struct Meta {
     /// Absent in artefacts trained without a lexical head (and in those older than it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lexical: Option<LexicalMeta>,
+    /// Present when `encoder` is a fine-tuned encoder kept in `encoder/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tuned: Option<FineTuned>,
+}
+
+/// How the encoder in `encoder/` was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FineTuned {
+    /// The encoder it was fine-tuned from.
+    pub base: EncoderRef,
+    /// How many top layers were trained.
+    pub layers: usize,
+    pub epochs: usize,
+    pub examples: usize,
+    pub seconds: f64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -126,6 +145,7 @@ impl Meta {
                 temperature: 1.0,
             },
             lexical: None,
+            fine_tuned: None,
         }
     }
 }
@@ -191,6 +211,15 @@ pub(crate) fn save(c: &Classifier, dir: &Path) -> Result<(String, String)> {
             .map_err(|e| ClassifierError::artefact(dir, e.to_string()))?;
         std::fs::write(stage.join(METRICS_FILE), json).map_err(io(&stage))?;
     }
+    if let Some(src) = &c.encoder_dir {
+        let to = stage.join(ENCODER_DIR);
+        if src.starts_with(dir) {
+            // Saving a loaded artefact again: its encoder is about to be replaced.
+            copy_dir(src, &to)?;
+        } else {
+            std::fs::rename(src, &to).map_err(io(src))?;
+        }
+    }
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(io(dir))?;
     }
@@ -199,6 +228,42 @@ pub(crate) fn save(c: &Classifier, dir: &Path) -> Result<(String, String)> {
     }
     std::fs::rename(&stage, dir).map_err(io(dir))?;
     Ok((meta.classifier.version, meta.head.weights_sha256))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| ClassifierError::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| ClassifierError::io(from, e))? {
+        let entry = entry.map_err(|e| ClassifierError::io(from, e))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|e| ClassifierError::io(&src, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The fine-tuned encoder of an artefact, checked against the fingerprint it records
+/// (its files' sums are checked again when the model is loaded).
+fn encoder_of(dir: &Path, meta: &Meta) -> Result<Option<PathBuf>> {
+    if meta.fine_tuned.is_none() {
+        return Ok(None);
+    }
+    let enc = dir.join(ENCODER_DIR);
+    let manifest = crate::Manifest::read(&enc)
+        .map_err(|e| ClassifierError::artefact(dir, format!("{ENCODER_DIR}/: {e}")))?;
+    let found = manifest.fingerprint();
+    if found != meta.encoder.fingerprint {
+        return Err(ClassifierError::artefact(
+            dir,
+            format!(
+                "{ENCODER_DIR}/: fingerprint {found} is not the encoder the head was trained on ({})",
+                meta.encoder.fingerprint
+            ),
+        ));
+    }
+    Ok(Some(enc))
 }
 
 pub(crate) fn load(dir: &Path) -> Result<Classifier> {
@@ -252,7 +317,9 @@ pub(crate) fn load(dir: &Path) -> Result<Classifier> {
     if !meta.out_of_scope.threshold.is_finite() {
         return Err(bad("out_of_scope.threshold must be a number".into()));
     }
+    let encoder_dir = encoder_of(dir, &meta)?;
     Ok(Classifier {
+        encoder_dir,
         meta,
         head,
         lexical,

@@ -233,17 +233,8 @@ pub(crate) fn train(
                 if i + 1 < shapes.len() {
                     h = h.relu()?;
                     if opts.dropout > 0.0 {
-                        let keep = 1.0 - opts.dropout;
                         let (r, c) = h.dims2()?;
-                        let mask: Vec<f32> = (0..r * c)
-                            .map(|_| {
-                                if rng.next_f32() < keep {
-                                    1.0 / keep
-                                } else {
-                                    0.0
-                                }
-                            })
-                            .collect();
+                        let mask = rng.dropout_mask(r * c, opts.dropout);
                         h = (h * Tensor::from_vec(mask, (r, c), &Device::Cpu)?)?;
                     }
                 }

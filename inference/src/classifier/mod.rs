@@ -12,6 +12,7 @@
 mod artefact;
 mod calibrate;
 mod error;
+mod finetune;
 mod head;
 mod lexical;
 mod metrics;
@@ -19,15 +20,18 @@ mod rng;
 mod split;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub use artefact::{CLASSIFIER_FILE, LEXICON_FILE, METRICS_FILE, WEIGHTS_FILE};
+pub use artefact::{
+    CLASSIFIER_FILE, ENCODER_DIR, FineTuned, LEXICON_FILE, METRICS_FILE, WEIGHTS_FILE,
+};
 pub use calibrate::OosScore;
 pub use error::ClassifierError;
+pub use finetune::{Cached, FineTuneOptions, FineTuneProgress, TunedLayers};
 pub use head::{EpochReport, HeadKind, HeadOptions};
 pub use lexical::LexicalOptions;
 pub use metrics::{Confusion, LabelFigures, Outcome, Report, report};
@@ -145,6 +149,9 @@ pub struct Classifier {
     /// Unit-length training vectors, for the nearest-neighbour out-of-scope score.
     memory: Option<Tensor>,
     metrics: Option<TrainingMetrics>,
+    /// The fine-tuned encoder's model directory: where training wrote it until the
+    /// artefact is saved, inside the artefact afterwards.
+    encoder_dir: Option<PathBuf>,
 }
 
 impl Classifier {
@@ -176,6 +183,23 @@ impl Classifier {
         self.metrics.as_ref()
     }
 
+    /// The model directory of the encoder fine-tuned for this head, which serves it in
+    /// place of the knowledge-base encoder; `None` for a head on the base encoder.
+    pub fn encoder_dir(&self) -> Option<&Path> {
+        self.encoder_dir.as_deref()
+    }
+
+    pub fn fine_tuned(&self) -> Option<&FineTuned> {
+        self.meta.fine_tuned.as_ref()
+    }
+
+    /// Makes this head's encoder the fine-tuned one written at `dir` (moved into the
+    /// artefact when it is saved). The head must have been trained on its vectors.
+    pub fn attach_encoder(&mut self, dir: PathBuf, how: FineTuned) {
+        self.encoder_dir = Some(dir);
+        self.meta.fine_tuned = Some(how);
+    }
+
     /// A copy with the operator's threshold in place of the calibrated one.
     pub fn with_threshold(mut self, threshold: f32) -> Self {
         self.meta.out_of_scope.threshold = threshold;
@@ -187,10 +211,11 @@ impl Classifier {
         artefact::load(dir)
     }
 
-    /// Loads a head and refuses it unless it was trained against `encoder_fingerprint`.
+    /// Loads a head and refuses it unless it was trained against `encoder_fingerprint`
+    /// (a head with its own fine-tuned encoder was checked against that one instead).
     pub fn load_for(dir: &Path, encoder_fingerprint: &str) -> Result<Self> {
         let c = artefact::load(dir)?;
-        if c.meta.encoder.fingerprint != encoder_fingerprint {
+        if c.encoder_dir.is_none() && c.meta.encoder.fingerprint != encoder_fingerprint {
             return Err(ClassifierError::EncoderMismatch {
                 path: dir.to_path_buf(),
                 trained: c.meta.encoder.fingerprint.clone(),
@@ -207,6 +232,9 @@ impl Classifier {
         let (version, sha) = artefact::save(self, dir)?;
         self.meta.classifier.version = version;
         self.meta.head.weights_sha256 = sha;
+        if self.encoder_dir.is_some() {
+            self.encoder_dir = Some(dir.join(ENCODER_DIR));
+        }
         Ok(())
     }
 
@@ -313,6 +341,53 @@ fn closed_set_accuracy(logits: &[Vec<f32>], y: &[u32]) -> f32 {
     right as f32 / y.len().max(1) as f32
 }
 
+/// How [`train`] divides labelled examples: the in-scope labels (sorted; the class of an
+/// out-of-scope example is `labels.len()`), each example's class, and the indices of the
+/// examples it fits on and of those it holds out for calibration.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub labels: Vec<String>,
+    pub y: Vec<u32>,
+    pub train: Vec<usize>,
+    pub held: Vec<usize>,
+}
+
+/// The split [`train`] makes of examples labelled `labels` with `opts`: a fine-tune of
+/// the encoder learns from `train` alone, so that the held-out examples calibrate the
+/// head on vectors the encoder never learnt from.
+pub fn split(labels: &[&str], opts: &TrainOptions) -> Result<Split> {
+    let names: Vec<String> = labels
+        .iter()
+        .filter(|l| **l != opts.oos_label)
+        .map(|l| l.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if names.len() < 2 {
+        return Err(ClassifierError::Data(format!(
+            "need at least two in-scope labels, found {}",
+            names.len()
+        )));
+    }
+    let index: BTreeMap<&str, u32> = names
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i as u32))
+        .collect();
+    let reject = names.len() as u32;
+    let y: Vec<u32> = labels
+        .iter()
+        .map(|l| index.get(l).copied().unwrap_or(reject))
+        .collect();
+    let (train, held) = split::stratified(&y, opts.holdout, opts.seed);
+    Ok(Split {
+        labels: names,
+        y,
+        train,
+        held,
+    })
+}
+
 /// Trains, calibrates and evaluates a head on `examples`.
 pub fn train(
     examples: &[Example],
@@ -335,28 +410,14 @@ pub fn train(
             ),
         });
     }
-    let mut labels: Vec<String> = examples
-        .iter()
-        .filter(|e| e.label != opts.oos_label)
-        .map(|e| e.label.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if labels.len() < 2 {
-        return Err(ClassifierError::Data(format!(
-            "need at least two in-scope labels, found {}",
-            labels.len()
-        )));
-    }
-    let index: BTreeMap<&str, u32> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i as u32))
-        .collect();
+    let names: Vec<&str> = examples.iter().map(|e| e.label.as_str()).collect();
+    let Split {
+        mut labels,
+        y: y_all,
+        train: train_idx,
+        held: held_idx,
+    } = split(&names, opts)?;
     let reject = labels.len() as u32;
-    let class_of = |l: &str| index.get(l).copied().unwrap_or(reject);
-    let y_all: Vec<u32> = examples.iter().map(|e| class_of(&e.label)).collect();
-    let (train_idx, held_idx) = split::stratified(&y_all, opts.holdout, opts.seed);
     let has_reject_class = train_idx.iter().any(|&i| y_all[i] == reject);
     let classes = labels.len() + usize::from(has_reject_class);
 
@@ -410,6 +471,7 @@ pub fn train(
         lexical,
         memory: Some(memory),
         metrics: None,
+        encoder_dir: None,
     };
     // The lexical head's weight: the one with the lowest calibrated negative
     // log-likelihood on the held-out split (accuracy on a few hundred examples moves in

@@ -25,6 +25,20 @@ impl Rng {
         (self.next_u64() % n.max(1) as u64) as usize
     }
 
+    /// An inverted-dropout mask of `n` entries: 0 with probability `p`, else 1 / (1 - p).
+    pub(crate) fn dropout_mask(&mut self, n: usize, p: f32) -> Vec<f32> {
+        let keep = 1.0 - p;
+        (0..n)
+            .map(|_| {
+                if self.next_f32() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
     pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             let j = self.below(i + 1);

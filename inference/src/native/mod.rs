@@ -375,6 +375,22 @@ impl NativeEncoder {
     /// The last hidden state of every token, texts packed one after another:
     /// `[Σ len, hidden]`.
     pub(crate) fn forward(&self, batch: &[&Encoded], threads: usize) -> Result<Vec<f32>> {
+        self.forward_upto(batch, threads, self.layers.len())
+    }
+
+    pub(crate) fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The hidden state of every token after the first `layers` layers (the embeddings'
+    /// output for 0), packed as [`NativeEncoder::forward`] packs it: what a fine-tune of
+    /// the layers above starts from.
+    pub(crate) fn forward_upto(
+        &self,
+        batch: &[&Encoded],
+        threads: usize,
+        layers: usize,
+    ) -> Result<Vec<f32>> {
         let h = self.shape.hidden;
         let rows: usize = batch.iter().map(|e| e.len()).sum();
         let vocab = self.word.len() / h;
@@ -412,7 +428,7 @@ impl NativeEncoder {
         let mut ctx = vec![0f32; rows * h];
         let mut mid = vec![0f32; rows * h];
         let mut inter = vec![0f32; rows * self.shape.intermediate];
-        for layer in &self.layers {
+        for layer in self.layers.iter().take(layers) {
             self.linear(&layer.qkv, &x, rows, &mut qkv, Epilogue::None, threads);
             self.attention(&qkv, &lens, &mut ctx, threads);
             self.linear(

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use confidant_inference::classifier::{
-    self, Classifier, Example, HeadKind, HeadOptions, LexicalOptions, OosScore, Outcome, Report,
-    TrainOptions,
+    self, Classifier, EncoderRef, Example, FineTuneOptions, FineTuned, HeadKind, HeadOptions,
+    LexicalOptions, OosScore, Outcome, Report, TrainOptions, TunedLayers,
 };
+use confidant_inference::{EmbeddingModel, LoadOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -117,6 +118,19 @@ pub struct TrainArgs {
     lexical_min_df: usize,
     #[arg(long, default_value_t = LexicalOptions::default().epochs)]
     lexical_epochs: usize,
+    /// Fine-tune the encoder's top layers for this task first (needs --local): better
+    /// accuracy for minutes of training; the artefact then carries its own encoder,
+    /// which the daemon runs for this classifier beside the knowledge-base encoder.
+    #[arg(long)]
+    fine_tune: bool,
+    /// How many top layers of the encoder --fine-tune trains.
+    #[arg(long, default_value_t = FineTuneOptions::default().layers)]
+    fine_tune_layers: usize,
+    #[arg(long, default_value_t = FineTuneOptions::default().epochs)]
+    fine_tune_epochs: usize,
+    /// The encoder layers' peak learning rate for --fine-tune.
+    #[arg(long, default_value_t = FineTuneOptions::default().learning_rate)]
+    fine_tune_lr: f64,
 }
 
 #[derive(Args)]
@@ -205,10 +219,27 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
         }
         data::drop_invalid(&mut loaded, a.min_examples, &a.columns.oos_label);
     }
+    if a.fine_tune && !a.encoder.local {
+        bail!(
+            "--fine-tune trains in this process: add --local --model-dir DIR (the model directory the daemon serves)"
+        );
+    }
     let started = Instant::now();
     let mut enc = Encoder::open(cli, &a.encoder).await?;
     let texts: Vec<String> = loaded.rows.iter().map(|r| r.text.clone()).collect();
-    let vectors = embed_all(&mut enc, &texts, cli.json).await?;
+    let opts = train_options(a);
+    let (vectors, reference, tuned) = match &enc {
+        Encoder::Local(model) if a.fine_tune => {
+            let labels: Vec<&str> = loaded.rows.iter().map(|r| r.label.as_str()).collect();
+            let (vectors, reference, how, dir) = fine_tune(cli, a, model, &texts, &labels, &opts)?;
+            (vectors, reference, Some((how, dir)))
+        }
+        _ => (
+            embed_all(&mut enc, &texts, cli.json).await?,
+            enc.reference(),
+            None,
+        ),
+    };
     let embed_seconds = started.elapsed().as_secs_f64();
     let examples: Vec<Example> = vectors
         .into_iter()
@@ -219,7 +250,43 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
             label: r.label.clone(),
         })
         .collect();
-    let opts = TrainOptions {
+    let passes = if opts.refit && opts.holdout > 0.0 {
+        2
+    } else {
+        1
+    };
+    let b = (!cli.json).then(|| {
+        bar(
+            (a.epochs * passes) as u64,
+            "training {bar:30} {pos}/{len} epochs {msg}",
+        )
+    });
+    let mut classifier = classifier::train(&examples, reference, &opts, &mut |r| {
+        if let Some(b) = &b {
+            b.inc(1);
+            b.set_message(match (r.refit, r.val_accuracy) {
+                (true, _) => format!("refit on every example, loss {:.4}", r.loss),
+                (false, Some(acc)) => {
+                    format!("loss {:.4}  held-out accuracy {:.2}%", r.loss, acc * 100.0)
+                }
+                (false, None) => format!("loss {:.4}", r.loss),
+            });
+        }
+    })?;
+    if let Some(b) = b {
+        b.finish_and_clear();
+    }
+    if let Some((how, dir)) = tuned {
+        classifier.attach_encoder(dir, how);
+    }
+    classifier
+        .save(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    report_training(cli, a, &classifier, embed_seconds, started)
+}
+
+fn train_options(a: &TrainArgs) -> TrainOptions {
+    TrainOptions {
         task: a.task.clone(),
         head: HeadOptions {
             kind: a.head,
@@ -242,36 +309,132 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
             epochs: a.lexical_epochs,
             ..Default::default()
         }),
+    }
+}
+
+/// `--fine-tune`: the encoder's top layers trained on the examples the head will fit on
+/// (not the held-out ones, which must stay unseen to calibrate it), written as a model
+/// directory beside the artefact; returns every example's vector from it.
+fn fine_tune(
+    cli: &Cli,
+    a: &TrainArgs,
+    model: &EmbeddingModel,
+    texts: &[String],
+    labels: &[&str],
+    opts: &TrainOptions,
+) -> anyhow::Result<(Vec<Vec<f32>>, EncoderRef, FineTuned, PathBuf)> {
+    let started = Instant::now();
+    let base = EncoderRef {
+        name: model.manifest().model.name.clone(),
+        fingerprint: model.manifest().fingerprint(),
+        dimension: model.dimension(),
     };
-    let passes = if opts.refit && opts.holdout > 0.0 {
-        2
-    } else {
-        1
+    let split = classifier::split(labels, opts)?;
+    let reject = split.labels.len() as u32;
+    let has_reject = split.train.iter().any(|&i| split.y[i] == reject);
+    let train: Vec<usize> = split
+        .train
+        .iter()
+        .copied()
+        .filter(|&i| split.y[i] != reject || has_reject)
+        .collect();
+    let y: Vec<u32> = train.iter().map(|&i| split.y[i]).collect();
+    let ft = FineTuneOptions {
+        layers: a.fine_tune_layers,
+        epochs: a.fine_tune_epochs,
+        learning_rate: a.fine_tune_lr,
+        seed: a.seed,
+        ..Default::default()
     };
+    let mut tuned = TunedLayers::new(model, ft.layers)?;
     let b = (!cli.json).then(|| {
         bar(
-            (a.epochs * passes) as u64,
-            "training {bar:30} {pos}/{len} epochs {msg}",
+            texts.len() as u64,
+            "frozen layers {bar:30} {pos}/{len} utterances {per_sec} eta {eta}",
         )
     });
-    let mut classifier = classifier::train(&examples, enc.reference(), &opts, &mut |r| {
+    let cached = tuned.cache(model, texts, &mut |n| {
         if let Some(b) = &b {
-            b.inc(1);
-            b.set_message(match (r.refit, r.val_accuracy) {
-                (true, _) => format!("refit on every example, loss {:.4}", r.loss),
-                (false, Some(acc)) => {
-                    format!("loss {:.4}  held-out accuracy {:.2}%", r.loss, acc * 100.0)
-                }
-                (false, None) => format!("loss {:.4}", r.loss),
-            });
+            b.inc(n as u64);
         }
     })?;
     if let Some(b) = b {
         b.finish_and_clear();
     }
-    classifier
-        .save(&a.out)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    let b = (!cli.json).then(|| {
+        bar(
+            0,
+            "fine-tuning {bar:30} epoch {msg} batch {pos}/{len} eta {eta}",
+        )
+    });
+    tuned.train(
+        &cached,
+        &train,
+        &y,
+        split.labels.len() + usize::from(has_reject),
+        &ft,
+        &mut |p| {
+            if let Some(b) = &b {
+                if p.step == 1 {
+                    b.set_length(p.steps as u64);
+                    b.set_position(0);
+                }
+                b.set_position(p.step as u64);
+                b.set_message(format!(
+                    "{}/{}  loss {:.4}  train accuracy {:.2}%",
+                    p.epoch,
+                    p.epochs,
+                    p.loss,
+                    p.accuracy * 100.0
+                ));
+            }
+        },
+    )?;
+    if let Some(b) = b {
+        b.finish_and_clear();
+    }
+    let vectors = tuned.vectors(&cached)?;
+    let name = a
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "classifier".into());
+    // Beside the artefact (same file system): moved into it when it is saved.
+    let dir = a
+        .out
+        .with_file_name(format!(".{name}.encoder-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let manifest = tuned.write(model, &dir, &format!("{}+{}", base.name, a.task))?;
+    let reference = EncoderRef {
+        name: manifest.model.name.clone(),
+        fingerprint: manifest.fingerprint(),
+        dimension: manifest.model.dimension,
+    };
+    let how = FineTuned {
+        base,
+        layers: ft.layers,
+        epochs: ft.epochs,
+        examples: train.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    if !cli.json {
+        println!(
+            "fine-tuned the top {} layers for {} epochs on {} examples in {:.1}s",
+            how.layers, how.epochs, how.examples, how.seconds
+        );
+    }
+    Ok((vectors, reference, how, dir))
+}
+
+fn report_training(
+    cli: &Cli,
+    a: &TrainArgs,
+    classifier: &Classifier,
+    embed_seconds: f64,
+    started: Instant,
+) -> anyhow::Result<()> {
     let m = classifier
         .metrics()
         .context("training produced no metrics")?;
@@ -280,7 +443,7 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
         json(&json!({
             "out": a.out, "version": classifier.version(), "labels": classifier.labels().len(),
             "encoder": classifier.encoder().name, "embed_seconds": embed_seconds,
-            "seconds": total, "metrics": m,
+            "seconds": total, "metrics": m, "fine_tuned": classifier.fine_tuned(),
         }));
         return Ok(());
     }
@@ -366,10 +529,31 @@ fn print_report(title: &str, r: &Report) {
     }
 }
 
-/// Loads the artefact and refuses it if it was trained against another encoder than
-/// the one about to feed it.
-fn open_classifier(dir: &Path, enc: &Encoder) -> anyhow::Result<Classifier> {
-    Ok(Classifier::load_for(dir, &enc.reference().fingerprint)?)
+/// Loads the artefact and the encoder that feeds it: its own fine-tuned encoder when it
+/// carries one, otherwise `--local`'s or the daemon's, refused unless the head was
+/// trained against it.
+async fn open_classifier(
+    cli: &Cli,
+    dir: &Path,
+    args: &EncoderArgs,
+) -> anyhow::Result<(Classifier, Encoder)> {
+    let c = Classifier::load(dir)?;
+    if let Some(enc_dir) = c.encoder_dir() {
+        let model = EmbeddingModel::load(
+            enc_dir,
+            &LoadOptions {
+                device: args.device,
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("loading the classifier's encoder {}", enc_dir.display()))?;
+        return Ok((c, Encoder::Local(Box::new(model))));
+    }
+    let enc = Encoder::open(cli, args).await?;
+    Ok((
+        Classifier::load_for(dir, &enc.reference().fingerprint)?,
+        enc,
+    ))
 }
 
 async fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
@@ -378,8 +562,7 @@ async fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
     if loaded.errors() > 0 {
         bail!("{}: {} error(s) above", a.data.display(), loaded.errors());
     }
-    let mut enc = Encoder::open(cli, &a.encoder).await?;
-    let mut c = open_classifier(&a.classifier, &enc)?;
+    let (mut c, mut enc) = open_classifier(cli, &a.classifier, &a.encoder).await?;
     if let Some(t) = a.oos_threshold {
         c = c.with_threshold(t);
     }
@@ -436,8 +619,7 @@ async fn predict(cli: &Cli, a: &PredictArgs) -> anyhow::Result<()> {
     if let Some(i) = a.texts.iter().position(|t| t.trim().is_empty()) {
         bail!("texts[{i}]: must not be empty");
     }
-    let mut enc = Encoder::open(cli, &a.encoder).await?;
-    let c = open_classifier(&a.classifier, &enc)?;
+    let (c, mut enc) = open_classifier(cli, &a.classifier, &a.encoder).await?;
     let vectors = enc.embed(&a.texts, None).await?;
     let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
     for (text, p) in a.texts.iter().zip(c.predict(&texts, &vectors, a.top_k)?) {

@@ -12,16 +12,25 @@ use std::path::PathBuf;
 use confidant_inference::classifier::{FineTuneOptions, TunedLayers};
 use confidant_inference::{EmbeddingModel, InputKind, LoadOptions};
 
-fn model() -> Option<EmbeddingModel> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2");
+fn load(name: &str, installer: &str) -> Option<EmbeddingModel> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(name);
     if !dir.join("model.safetensors").is_file() {
         if std::env::var_os("CI").is_some() {
-            panic!("default model missing at {} in CI", dir.display());
+            panic!("{name} missing at {} in CI: run {installer}", dir.display());
         }
-        eprintln!("SKIPPED: default model not installed at {}", dir.display());
+        eprintln!(
+            "SKIPPED: {name} not installed at {} (run {installer})",
+            dir.display()
+        );
         return None;
     }
     Some(EmbeddingModel::load(&dir, &LoadOptions::default()).unwrap())
+}
+
+fn model() -> Option<EmbeddingModel> {
+    load("all-MiniLM-L6-v2", "models/install-default")
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -82,6 +91,32 @@ fn the_trainable_layers_compute_what_the_native_encoder_does() {
     }
     assert!(TunedLayers::new(&model, 0).is_err());
     assert!(TunedLayers::new(&model, 7).is_err());
+}
+
+/// XLM-R (multilingual-e5-small, 12 layers, `query: ` prefix, no `bert.` prefix in its
+/// weights) through the same layers.
+#[test]
+fn the_trainable_layers_match_the_native_encoder_on_xlm_r() {
+    let Some(model) = load("multilingual-e5-small", "models/install-multilingual") else {
+        return;
+    };
+    let texts: Vec<String> = [
+        "我的信用卡被盗刷了怎么办",
+        "how do I reset my PIN",
+        "挂号需要带什么证件",
+    ]
+    .map(String::from)
+    .to_vec();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let native = model.embed(&refs, InputKind::Query).unwrap();
+    for layers in [1, 12] {
+        let tuned = TunedLayers::new(&model, layers).unwrap();
+        let cached = tuned.cache(&model, &texts, &mut |_| {}).unwrap();
+        for (a, b) in tuned.vectors(&cached).unwrap().iter().zip(&native) {
+            let c = cosine(a, &b.vector);
+            assert!(c > 0.99999, "top {layers} layers: cosine {c}");
+        }
+    }
 }
 
 #[test]

@@ -261,7 +261,7 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
             "training {bar:30} {pos}/{len} epochs {msg}",
         )
     });
-    let mut classifier = classifier::train(&examples, reference, &opts, &mut |r| {
+    let trained = classifier::train(&examples, reference, &opts, &mut |r| {
         if let Some(b) = &b {
             b.inc(1);
             b.set_message(match (r.refit, r.val_accuracy) {
@@ -272,10 +272,19 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
                 (false, None) => format!("loss {:.4}", r.loss),
             });
         }
-    })?;
+    });
     if let Some(b) = b {
         b.finish_and_clear();
     }
+    let mut classifier = match (trained, &tuned) {
+        (Ok(c), _) => c,
+        (Err(e), Some((_, dir))) => {
+            // The tuned encoder was written for this artefact alone.
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(e.into());
+        }
+        (Err(e), None) => return Err(e.into()),
+    };
     if let Some((how, dir)) = tuned {
         classifier.attach_encoder(dir, how);
     }

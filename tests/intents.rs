@@ -431,6 +431,8 @@ async fn a_fine_tuned_head_carries_its_encoder_and_the_daemon_serves_it() {
     assert_eq!(trained["encoder"], "all-MiniLM-L6-v2+intent");
     assert_eq!(trained["fine_tuned"]["layers"], 2);
     assert_eq!(trained["fine_tuned"]["base"]["name"], "all-MiniLM-L6-v2");
+    let held = trained["fine_tuned"]["holdout_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&held), "{trained}");
     assert!(out.join("encoder/confidant-model.toml").is_file());
     assert!(out.join("encoder/model.safetensors").is_file());
     let leftovers: Vec<_> = std::fs::read_dir(&heads)

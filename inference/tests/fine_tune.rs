@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use confidant_inference::classifier::{FineTuneOptions, TunedLayers};
+use confidant_inference::classifier::{FineTuneOptions, Labelled, TunedLayers};
 use confidant_inference::{EmbeddingModel, InputKind, LoadOptions};
 
 fn load(name: &str, installer: &str) -> Option<EmbeddingModel> {
@@ -139,13 +139,23 @@ fn fine_tuning_learns_is_deterministic_and_writes_a_model_that_loads() {
             seed,
             ..opts.clone()
         };
+        let labelled = Labelled {
+            examples: &examples,
+            y: &y,
+        };
         tuned
-            .train(&cached, &examples, &y, 3, &opts, &mut |p| {
+            .train(&cached, labelled, Some(labelled), 3, &opts, &mut |p| {
                 if p.step == p.steps {
-                    epochs.push((p.loss, p.accuracy));
+                    epochs.push((p.loss, p.accuracy, p.val_accuracy));
                 }
             })
             .unwrap();
+        let bad = Labelled {
+            examples: &examples,
+            y: &[0, 1],
+        };
+        let refused = tuned.train(&cached, bad, None, 3, &opts, &mut |_| {});
+        assert!(refused.is_err(), "labels must match the examples");
         let vectors = tuned.vectors(&cached).unwrap();
         (tuned, vectors, epochs)
     };
@@ -154,6 +164,9 @@ fn fine_tuning_learns_is_deterministic_and_writes_a_model_that_loads() {
     let (first, last) = (epochs[0], epochs[5]);
     assert!(last.0 < first.0 * 0.8, "loss {first:?} -> {last:?}");
     assert!(last.1 >= 0.9, "training accuracy {last:?}");
+    // Reported after every epoch (here on the training examples themselves).
+    assert!(epochs.iter().all(|e| e.2.is_some()), "{epochs:?}");
+    assert!(last.2.unwrap() >= 0.9, "validation accuracy {last:?}");
 
     // Tuned vectors of one intent are closer together than before.
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

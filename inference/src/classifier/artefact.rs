@@ -100,6 +100,10 @@ pub struct FineTuned {
     pub epochs: usize,
     pub examples: usize,
     pub seconds: f64,
+    /// The task layer trained with the encoder, on the held-out split after the last
+    /// epoch (the served heads are trained afterwards, on the tuned vectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_accuracy: Option<f32>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -93,6 +93,15 @@ pub struct FineTuneProgress {
     pub loss: f32,
     /// Share of the epoch's examples so far that the task layer classified right.
     pub accuracy: f32,
+    /// The task layer's accuracy on the validation examples, after an epoch's last batch.
+    pub val_accuracy: Option<f32>,
+}
+
+/// Labelled examples of a [`Cached`] set: their indices in it and their classes.
+#[derive(Debug, Clone, Copy)]
+pub struct Labelled<'a> {
+    pub examples: &'a [usize],
+    pub y: &'a [u32],
 }
 
 /// One tuned layer's weights, in [`PARAMS`] order.
@@ -347,33 +356,50 @@ impl TunedLayers {
 
     /// Sentence vectors of cached examples with the layers as they are now.
     pub fn vectors(&self, cached: &Cached) -> Result<Vec<Vec<f32>>> {
-        let mut order: Vec<usize> = (0..cached.len()).collect();
+        let all: Vec<usize> = (0..cached.len()).collect();
+        self.vectors_of(cached, &all)
+    }
+
+    /// Sentence vectors of the cached examples `idx`, in that order.
+    fn vectors_of(&self, cached: &Cached, idx: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let mut order: Vec<usize> = (0..idx.len()).collect();
         // Similar lengths together: less padding.
-        order.sort_by_key(|&i| cached.lens[i]);
-        let mut out = vec![Vec::new(); cached.len()];
+        order.sort_by_key(|&k| cached.lens[idx[k]]);
+        let mut out = vec![Vec::new(); idx.len()];
         for chunk in order.chunks(64) {
-            let (x, mask, bias) = self.batch(cached, chunk)?;
+            let rows: Vec<usize> = chunk.iter().map(|&k| idx[k]).collect();
+            let (x, mask, bias) = self.batch(cached, &rows)?;
             let v = self.forward(&x, &mask, &bias, None)?.to_vec2::<f32>()?;
-            for (&i, v) in chunk.iter().zip(v) {
-                out[i] = v;
+            for (&k, v) in chunk.iter().zip(v) {
+                out[k] = v;
             }
         }
         Ok(out)
     }
 
     /// Trains the layers (and a task layer over their vectors, dropped afterwards) on
-    /// `examples` of `cached` with labels `y` in `0..classes`. Deterministic for a seed
-    /// (`opts.seed`).
+    /// `train` examples of `cached` with classes in `0..classes`, reporting the task
+    /// layer's accuracy on `val` after each epoch. Deterministic for a seed (`opts.seed`).
     pub fn train(
         &mut self,
         cached: &Cached,
-        examples: &[usize],
-        y: &[u32],
+        train: Labelled,
+        val: Option<Labelled>,
         classes: usize,
         opts: &FineTuneOptions,
         progress: &mut dyn FnMut(&FineTuneProgress),
     ) -> Result<()> {
-        if examples.len() != y.len() || examples.is_empty() || classes < 2 {
+        let (examples, y) = (train.examples, train.y);
+        let sizes_match = |l: &Labelled| l.examples.len() == l.y.len();
+        let in_range = |l: &Labelled| {
+            l.y.iter().all(|&c| (c as usize) < classes)
+                && l.examples.iter().all(|&i| i < cached.len())
+        };
+        let labelled = [Some(train), val].into_iter().flatten();
+        if examples.is_empty()
+            || classes < 2
+            || labelled.clone().any(|l| !sizes_match(&l) || !in_range(&l))
+        {
             return Err(ClassifierError::Data(
                 "fine-tuning needs labelled examples of at least two labels".into(),
             ));
@@ -381,13 +407,7 @@ impl TunedLayers {
         let mut rng = Rng::new(opts.seed ^ 0x0F1E_7E57);
         // The task layer starts at the classes' centroids: from the first step its
         // gradient tells the encoder which way to move, not random noise.
-        let start: Vec<Vec<f32>> = {
-            let sub = Cached {
-                states: examples.iter().map(|&i| cached.states[i].clone()).collect(),
-                lens: examples.iter().map(|&i| cached.lens[i]).collect(),
-            };
-            self.vectors(&sub)?
-        };
+        let start = self.vectors_of(cached, examples)?;
         let h = self.hidden;
         let mut centroids = vec![0f32; classes * h];
         for (v, &c) in start.iter().zip(y) {
@@ -452,6 +472,13 @@ impl TunedLayers {
                 head_opt.step(&grads)?;
                 loss_sum += f64::from(loss.to_scalar::<f32>()?) * chunk.len() as f64;
                 seen += chunk.len();
+                let last = s + 1 == batches.len();
+                let val_accuracy = match val {
+                    Some(v) if last && !v.examples.is_empty() => {
+                        Some(self.task_accuracy(cached, v, &w, &bias)?)
+                    }
+                    _ => None,
+                };
                 progress(&FineTuneProgress {
                     epoch,
                     epochs,
@@ -459,10 +486,25 @@ impl TunedLayers {
                     steps: batches.len(),
                     loss: (loss_sum / seen as f64) as f32,
                     accuracy: right as f32 / seen as f32,
+                    val_accuracy,
                 });
             }
         }
         Ok(())
+    }
+
+    /// How many of `val` the task layer `(w, bias)` classifies right, as a share.
+    fn task_accuracy(&self, cached: &Cached, val: Labelled, w: &Var, bias: &Var) -> Result<f32> {
+        let v = self.vectors_of(cached, val.examples)?;
+        let rows: Vec<&[f32]> = v.iter().map(Vec::as_slice).collect();
+        let x = super::head::matrix(&rows)?;
+        let pred = (x * SCALE)?
+            .matmul(&w.as_tensor().t()?)?
+            .broadcast_add(bias.as_tensor())?
+            .argmax(1)?
+            .to_vec1::<u32>()?;
+        let right = pred.iter().zip(val.y).filter(|(p, t)| p == t).count();
+        Ok(right as f32 / val.y.len().max(1) as f32)
     }
 
     /// The tuned tensors by checkpoint name.

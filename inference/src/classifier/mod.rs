@@ -31,7 +31,7 @@ pub use artefact::{
 };
 pub use calibrate::OosScore;
 pub use error::ClassifierError;
-pub use finetune::{Cached, FineTuneOptions, FineTuneProgress, TunedLayers};
+pub use finetune::{Cached, FineTuneOptions, FineTuneProgress, Labelled, TunedLayers};
 pub use head::{EpochReport, HeadKind, HeadOptions};
 pub use lexical::LexicalOptions;
 pub use metrics::{Confusion, LabelFigures, Outcome, Report, report};

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use confidant_inference::classifier::{
     self, Classifier, EncoderRef, Example, FineTuneOptions, FineTuned, HeadKind, HeadOptions,
-    LexicalOptions, OosScore, Outcome, Report, TrainOptions, TunedLayers,
+    Labelled, LexicalOptions, OosScore, Outcome, Report, TrainOptions, TunedLayers,
 };
 use confidant_inference::{EmbeddingModel, LoadOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -348,6 +348,15 @@ fn fine_tune(
         .filter(|&i| split.y[i] != reject || has_reject)
         .collect();
     let y: Vec<u32> = train.iter().map(|&i| split.y[i]).collect();
+    // The held-out split, in-scope (or any, with a reject class), as the progress
+    // bar's validation: the task layer's accuracy after each epoch.
+    let val: Vec<usize> = split
+        .held
+        .iter()
+        .copied()
+        .filter(|&i| split.y[i] != reject || has_reject)
+        .collect();
+    let val_y: Vec<u32> = val.iter().map(|&i| split.y[i]).collect();
     let ft = FineTuneOptions {
         layers: a.fine_tune_layers,
         epochs: a.fine_tune_epochs,
@@ -376,13 +385,23 @@ fn fine_tune(
             "fine-tuning {bar:30} epoch {msg} batch {pos}/{len} eta {eta}",
         )
     });
+    let mut holdout_accuracy = None;
     tuned.train(
         &cached,
-        &train,
-        &y,
+        Labelled {
+            examples: &train,
+            y: &y,
+        },
+        Some(Labelled {
+            examples: &val,
+            y: &val_y,
+        }),
         split.labels.len() + usize::from(has_reject),
         &ft,
         &mut |p| {
+            if p.val_accuracy.is_some() {
+                holdout_accuracy = p.val_accuracy;
+            }
             if let Some(b) = &b {
                 if p.step == 1 {
                     b.set_length(p.steps as u64);
@@ -396,6 +415,16 @@ fn fine_tune(
                     p.loss,
                     p.accuracy * 100.0
                 ));
+                if let Some(v) = p.val_accuracy {
+                    b.println(format!(
+                        "fine-tune epoch {}/{}: loss {:.4}, train accuracy {:.2}%, held-out accuracy {:.2}%",
+                        p.epoch,
+                        p.epochs,
+                        p.loss,
+                        p.accuracy * 100.0,
+                        v * 100.0
+                    ));
+                }
             }
         },
     )?;
@@ -427,6 +456,7 @@ fn fine_tune(
         epochs: ft.epochs,
         examples: train.len(),
         seconds: started.elapsed().as_secs_f64(),
+        holdout_accuracy,
     };
     if !cli.json {
         println!(

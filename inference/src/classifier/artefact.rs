@@ -217,11 +217,11 @@ pub(crate) fn save(c: &Classifier, dir: &Path) -> Result<(String, String)> {
     }
     if let Some(src) = &c.encoder_dir {
         let to = stage.join(ENCODER_DIR);
-        if src.starts_with(dir) {
-            // Saving a loaded artefact again: its encoder is about to be replaced.
-            copy_dir(src, &to)?;
-        } else {
+        if c.encoder_staged {
             std::fs::rename(src, &to).map_err(io(src))?;
+        } else {
+            // A saved artefact's encoder (this one's, about to be replaced, or another's).
+            copy_dir(src, &to)?;
         }
     }
     if dir.exists() {
@@ -324,6 +324,7 @@ pub(crate) fn load(dir: &Path) -> Result<Classifier> {
     let encoder_dir = encoder_of(dir, &meta)?;
     Ok(Classifier {
         encoder_dir,
+        encoder_staged: false,
         meta,
         head,
         lexical,

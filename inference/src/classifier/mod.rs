@@ -152,6 +152,9 @@ pub struct Classifier {
     /// The fine-tuned encoder's model directory: where training wrote it until the
     /// artefact is saved, inside the artefact afterwards.
     encoder_dir: Option<PathBuf>,
+    /// `encoder_dir` was written for this artefact alone: saving moves it in (otherwise
+    /// it belongs to a saved artefact and is copied).
+    encoder_staged: bool,
 }
 
 impl Classifier {
@@ -197,6 +200,7 @@ impl Classifier {
     /// artefact when it is saved). The head must have been trained on its vectors.
     pub fn attach_encoder(&mut self, dir: PathBuf, how: FineTuned) {
         self.encoder_dir = Some(dir);
+        self.encoder_staged = true;
         self.meta.fine_tuned = Some(how);
     }
 
@@ -234,6 +238,7 @@ impl Classifier {
         self.meta.head.weights_sha256 = sha;
         if self.encoder_dir.is_some() {
             self.encoder_dir = Some(dir.join(ENCODER_DIR));
+            self.encoder_staged = false;
         }
         Ok(())
     }
@@ -472,6 +477,7 @@ pub fn train(
         memory: Some(memory),
         metrics: None,
         encoder_dir: None,
+        encoder_staged: false,
     };
     // The lexical head's weight: the one with the lowest calibrated negative
     // log-likelihood on the held-out split (accuracy on a few hundred examples moves in

@@ -301,3 +301,70 @@ fn a_lexical_head_that_adds_nothing_is_dropped() {
     let p = back.predict(&["card missing"], &[vec_on(1)], 1).unwrap();
     assert_eq!(p[0].top[0].0, "balance");
 }
+
+/// A model directory with one file and a manifest listing it (enough for the artefact's
+/// fingerprint check; the files' sums are the model loader's to verify).
+fn fake_encoder(dir: &Path) -> crate::Manifest {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), "{}").unwrap();
+    let sum = crate::sha256_file(&dir.join("config.json")).unwrap();
+    let text = format!(
+        "[model]\nname = \"test+intent\"\narchitecture = \"bert\"\nmax_seq_length = 16\ndimension = 16\n\n[files]\n\"config.json\" = \"{sum}\"\n"
+    );
+    std::fs::write(dir.join(crate::MANIFEST_FILE), text).unwrap();
+    crate::Manifest::read(dir).unwrap()
+}
+
+#[test]
+fn a_fine_tuned_encoder_travels_with_the_artefact_and_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staged = tmp.path().join(".encoder");
+    let manifest = fake_encoder(&staged);
+    let tuned = EncoderRef {
+        name: "test+intent".into(),
+        fingerprint: manifest.fingerprint(),
+        dimension: 16,
+    };
+    let mut c = train(&data(12, 0), tuned, &opts(), &mut |_| {}).unwrap();
+    let how = FineTuned {
+        base: encoder(),
+        layers: 2,
+        epochs: 1,
+        examples: 29,
+        seconds: 1.0,
+        holdout_accuracy: Some(0.9),
+    };
+    c.attach_encoder(staged.clone(), how.clone());
+    let a = tmp.path().join("a");
+    c.save(&a).unwrap();
+    assert!(!staged.exists(), "moved into the artefact");
+    assert_eq!(c.encoder_dir(), Some(a.join(ENCODER_DIR).as_path()));
+
+    // Loaded, it points at its own encoder and is not held to the served one.
+    let loaded = Classifier::load_for(&a, &"0".repeat(64)).unwrap();
+    assert_eq!(loaded.encoder_dir(), Some(a.join(ENCODER_DIR).as_path()));
+    assert_eq!(loaded.fine_tuned(), Some(&how));
+    // Saved again elsewhere, the encoder is copied along.
+    let mut again = loaded.clone();
+    let b = tmp.path().join("b");
+    again.save(&b).unwrap();
+    assert!(b.join(ENCODER_DIR).join("config.json").is_file());
+    assert!(a.join(ENCODER_DIR).join("config.json").is_file());
+
+    // Another encoder in its place is refused, naming it.
+    std::fs::write(a.join(ENCODER_DIR).join(crate::MANIFEST_FILE), "[model]\n").unwrap();
+    let err = Classifier::load(&a).unwrap_err().to_string();
+    assert!(err.contains("encoder/"), "{err}");
+    let other = tmp.path().join("other");
+    fake_encoder(&other);
+    std::fs::write(other.join("config.json"), "{\"layers\": 3}").unwrap();
+    let text = std::fs::read_to_string(other.join(crate::MANIFEST_FILE)).unwrap();
+    let sum = crate::sha256_file(&other.join("config.json")).unwrap();
+    let text = text.replace(&text[text.len() - 66..text.len() - 2], &sum);
+    std::fs::write(b.join(ENCODER_DIR).join(crate::MANIFEST_FILE), text).unwrap();
+    let err = Classifier::load(&b).unwrap_err().to_string();
+    assert!(
+        err.contains("is not the encoder the head was trained on"),
+        "{err}"
+    );
+}

@@ -144,7 +144,7 @@ impl Cached {
 
 /// The base model's tensors by checkpoint name, and the prefix its encoder's names carry
 /// ("bert.", "roberta." or none).
-pub(crate) fn checkpoint(model: &EmbeddingModel) -> Result<(HashMap<String, Tensor>, String)> {
+fn checkpoint(model: &EmbeddingModel) -> Result<(HashMap<String, Tensor>, String)> {
     let dir = model.dir();
     let manifest = model.manifest();
     let tensors: HashMap<String, Tensor> = if manifest.lists("model.safetensors") {

@@ -493,8 +493,13 @@ fn report_training(
         classifier.labels().len(),
         classifier.encoder().name
     );
+    let encoder_work = if classifier.fine_tuned().is_some() {
+        "fine-tuning and embedding"
+    } else {
+        "embedding"
+    };
     println!(
-        "examples: {} train, {} held out, {} out-of-scope; embedding {:.1}s, head {:.1}s",
+        "examples: {} train, {} held out, {} out-of-scope; {encoder_work} {:.1}s, head {:.1}s",
         m.train_examples, m.holdout_examples, m.out_of_scope_examples, embed_seconds, m.seconds
     );
     println!(

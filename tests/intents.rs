@@ -236,6 +236,27 @@ async fn classify(
     .map(|r| r.into_inner())
 }
 
+/// Two demo intents and a question no bank answers, through the default head.
+async fn classify_demo(d: &Daemon) -> pb::ClassifyResponse {
+    let r = classify(
+        d,
+        "intent",
+        &[
+            "I can't find my debit card",
+            "what's my balance",
+            "how do I bake sourdough bread",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.results.len(), 3);
+    assert_eq!(r.results[0].label, "lost_card", "{:?}", r.results[0]);
+    assert!(!r.results[0].out_of_scope);
+    assert_eq!(r.results[1].label, "balance", "{:?}", r.results[1]);
+    assert!(r.results[2].out_of_scope, "{:?}", r.results[2]);
+    r
+}
+
 #[tokio::test]
 async fn the_daemon_trains_serves_swaps_and_refuses_classifiers() {
     let Some(model) = model_dir() else { return };
@@ -285,23 +306,8 @@ async fn the_daemon_trains_serves_swaps_and_refuses_classifiers() {
     assert_eq!(r.classifier, "intent");
     assert_eq!(r.version, trained["version"].as_str().unwrap());
 
-    let r = classify(
-        &d,
-        "intent",
-        &[
-            "I can't find my debit card",
-            "what's my balance",
-            "how do I bake sourdough bread",
-        ],
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.results.len(), 3);
-    assert_eq!(r.results[0].label, "lost_card");
-    assert!(!r.results[0].out_of_scope);
+    let r = classify_demo(&d).await;
     assert_eq!(r.results[0].top.len(), 3);
-    assert_eq!(r.results[1].label, "balance");
-    assert!(r.results[2].out_of_scope, "{:?}", r.results[2]);
     assert_eq!(r.results[2].label, "");
     assert!(r.results[2].oos_score < r.results[2].oos_threshold);
 
@@ -478,21 +484,8 @@ async fn a_fine_tuned_head_carries_its_encoder_and_the_daemon_serves_it() {
         .reload_models(pb::ReloadModelsRequest {})
         .await
         .unwrap();
-    let r = classify(
-        &d,
-        "intent",
-        &[
-            "I can't find my debit card",
-            "what's my balance",
-            "how do I bake sourdough bread",
-        ],
-    )
-    .await
-    .unwrap();
+    let r = classify_demo(&d).await;
     assert_eq!(r.version, trained["version"].as_str().unwrap());
-    assert_eq!(r.results[0].label, "lost_card", "{:?}", r.results[0]);
-    assert_eq!(r.results[1].label, "balance", "{:?}", r.results[1]);
-    assert!(r.results[2].out_of_scope, "{:?}", r.results[2]);
     // A training utterance is its own nearest neighbour only through the tuned encoder
     // (the head's memory holds tuned vectors; the served encoder's would sit further off).
     let r = classify(&d, "intent", &["I lost my card"]).await.unwrap();

@@ -433,6 +433,44 @@ async fn a_fine_tuned_head_carries_its_encoder_and_the_daemon_serves_it() {
         "--fine-tune-lr",
         "1e-3",
     ];
+    // Mistakes are refused before anything is trained or written.
+    for (flag, value, says) in [
+        ("--fine-tune-epochs", "0", "--fine-tune-epochs"),
+        ("--fine-tune-lr", "0", "--fine-tune-lr"),
+        ("--fine-tune-layers", "9", "fine_tune_layers"),
+    ] {
+        let o = ctl(&[
+            "intents",
+            "train",
+            "--local",
+            "--model-dir",
+            s(&model),
+            "--data",
+            s(&demo_intents()),
+            "--out",
+            s(&out),
+            "--text-column",
+            "utterance",
+            "--label-column",
+            "intent",
+            "--fine-tune",
+            flag,
+            value,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{flag} {value}");
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
+    let o = ctl(&[
+        "intents",
+        "train",
+        "--data",
+        s(&demo_intents()),
+        "--out",
+        s(&out),
+        "--fine-tune",
+    ]);
+    assert!(stderr(&o).contains("--local"), "{}", stderr(&o));
     let trained = train_local(&model, &out, &ft);
     assert_eq!(trained["encoder"], "all-MiniLM-L6-v2+intent");
     assert_eq!(trained["fine_tuned"]["layers"], 2);

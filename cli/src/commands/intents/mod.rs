@@ -206,6 +206,17 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
     if !(0.0..0.9).contains(&a.holdout) {
         bail!("--holdout must be at least 0 and below 0.9");
     }
+    if a.fine_tune && !a.encoder.local {
+        bail!(
+            "--fine-tune trains in this process: add --local --model-dir DIR (the model directory the daemon serves)"
+        );
+    }
+    if a.fine_tune && a.fine_tune_epochs == 0 {
+        bail!("--fine-tune-epochs must be at least 1");
+    }
+    if a.fine_tune && !(a.fine_tune_lr > 0.0 && a.fine_tune_lr < 1.0) {
+        bail!("--fine-tune-lr must be above 0 and below 1");
+    }
     let mut loaded = load(&a.data, &a.columns)?;
     data::check_for_training(&mut loaded, a.min_examples, &a.columns.oos_label);
     loaded.print_problems();
@@ -218,11 +229,6 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
             );
         }
         data::drop_invalid(&mut loaded, a.min_examples, &a.columns.oos_label);
-    }
-    if a.fine_tune && !a.encoder.local {
-        bail!(
-            "--fine-tune trains in this process: add --local --model-dir DIR (the model directory the daemon serves)"
-        );
     }
     let started = Instant::now();
     let mut enc = Encoder::open(cli, &a.encoder).await?;

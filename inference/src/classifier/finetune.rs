@@ -542,29 +542,24 @@ impl TunedLayers {
                 .map_err(io(&weights))?;
         }
         let bm = base.manifest();
+        let sum = |path: &Path| {
+            sha256_file(path).map_err(|e| ClassifierError::artefact(out, e.to_string()))
+        };
+        // The base's files but its weights, which are replaced by model.safetensors.
         let mut files = std::collections::BTreeMap::new();
-        for file in bm.files.keys() {
-            let to = out.join(file);
-            if file != "model.safetensors" && file != "pytorch_model.bin" {
-                if let Some(parent) = to.parent() {
-                    std::fs::create_dir_all(parent).map_err(io(parent))?;
-                }
-                std::fs::copy(base.dir().join(file), &to).map_err(io(&to))?;
-            }
-        }
         for file in bm
             .files
             .keys()
-            .map(|f| match f.as_str() {
-                "pytorch_model.bin" => "model.safetensors",
-                f => f,
-            })
-            .chain(["model.safetensors"])
+            .filter(|f| *f != "model.safetensors" && *f != "pytorch_model.bin")
         {
-            let sum = sha256_file(&out.join(file))
-                .map_err(|e| ClassifierError::artefact(out, e.to_string()))?;
-            files.insert(file.to_string(), sum);
+            let to = out.join(file);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            std::fs::copy(base.dir().join(file), &to).map_err(io(&to))?;
+            files.insert(file.clone(), sum(&to)?);
         }
+        files.insert("model.safetensors".to_string(), sum(&weights)?);
         let manifest = Manifest {
             model: ModelInfo {
                 name: name.to_string(),

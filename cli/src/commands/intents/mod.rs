@@ -237,7 +237,8 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
     let (vectors, reference, tuned) = match &enc {
         Encoder::Local(model) if a.fine_tune => {
             let labels: Vec<&str> = loaded.rows.iter().map(|r| r.label.as_str()).collect();
-            let (vectors, reference, how, dir) = fine_tune(cli, a, model, &texts, &labels, &opts)?;
+            let (vectors, reference, how, dir) =
+                fine_tune(cli, a, model, &texts, &labels, &opts, enc.reference())?;
             (vectors, reference, Some((how, dir)))
         }
         _ => (
@@ -337,32 +338,23 @@ fn fine_tune(
     texts: &[String],
     labels: &[&str],
     opts: &TrainOptions,
+    base: EncoderRef,
 ) -> anyhow::Result<(Vec<Vec<f32>>, EncoderRef, FineTuned, PathBuf)> {
     let started = Instant::now();
-    let base = EncoderRef {
-        name: model.manifest().model.name.clone(),
-        fingerprint: model.manifest().fingerprint(),
-        dimension: model.dimension(),
-    };
     let split = classifier::split(labels, opts)?;
     let reject = split.labels.len() as u32;
     let has_reject = split.train.iter().any(|&i| split.y[i] == reject);
-    let train: Vec<usize> = split
-        .train
-        .iter()
-        .copied()
-        .filter(|&i| split.y[i] != reject || has_reject)
-        .collect();
-    let y: Vec<u32> = train.iter().map(|&i| split.y[i]).collect();
-    // The held-out split, in-scope (or any, with a reject class), as the progress
-    // bar's validation: the task layer's accuracy after each epoch.
-    let val: Vec<usize> = split
-        .held
-        .iter()
-        .copied()
-        .filter(|&i| split.y[i] != reject || has_reject)
-        .collect();
-    let val_y: Vec<u32> = val.iter().map(|&i| split.y[i]).collect();
+    // Out-of-scope examples take part only as a class of their own.
+    let usable = |idx: &[usize]| -> (Vec<usize>, Vec<u32>) {
+        idx.iter()
+            .filter(|&&i| split.y[i] != reject || has_reject)
+            .map(|&i| (i, split.y[i]))
+            .unzip()
+    };
+    let (train, y) = usable(&split.train);
+    // The held-out split is the progress bar's validation: the task layer's accuracy
+    // after each epoch.
+    let (val, val_y) = usable(&split.held);
     let ft = FineTuneOptions {
         layers: a.fine_tune_layers,
         epochs: a.fine_tune_epochs,

@@ -54,9 +54,6 @@ for r in $RUNS; do
     ft) run ft train.csv --head mlp --fine-tune ;;
     ft-oos) run ft-oos train_oos.csv --head mlp --fine-tune ;;
     ft-linear) run ft-linear train.csv --head linear --fine-tune ;;
-    # the same fine-tune, its task layer served as the vector head (no head trained after)
-    ft-task) run ft-task train.csv --fine-tune --fine-tune-head task ;;
-    ft-task-oos) run ft-task-oos train_oos.csv --fine-tune --fine-tune-head task ;;
     # a sweep point: FT_LAYERS, FT_EPOCHS, FT_LR (run name ft-sweep)
     ft-sweep) run "ft-l${FT_LAYERS:-3}-e${FT_EPOCHS:-4}-lr${FT_LR:-1e-4}" train.csv --head mlp --fine-tune \
         --fine-tune-layers "${FT_LAYERS:-3}" --fine-tune-epochs "${FT_EPOCHS:-4}" --fine-tune-lr "${FT_LR:-1e-4}" ;;

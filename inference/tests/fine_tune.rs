@@ -9,10 +9,7 @@
 
 use std::path::PathBuf;
 
-use confidant_inference::classifier::EncoderRef;
-use confidant_inference::classifier::{
-    self, Example, FineTuneOptions, HeadKind, Labelled, TrainOptions, TunedLayers,
-};
+use confidant_inference::classifier::{FineTuneOptions, Labelled, TunedLayers};
 use confidant_inference::{EmbeddingModel, InputKind, LoadOptions};
 
 fn load(name: &str, installer: &str) -> Option<EmbeddingModel> {
@@ -146,7 +143,7 @@ fn fine_tuning_learns_is_deterministic_and_writes_a_model_that_loads() {
             examples: &examples,
             y: &y,
         };
-        let task_layer = tuned
+        tuned
             .train(&cached, labelled, Some(labelled), 3, &opts, &mut |p| {
                 if p.step == p.steps {
                     epochs.push((p.loss, p.accuracy, p.val_accuracy));
@@ -160,9 +157,9 @@ fn fine_tuning_learns_is_deterministic_and_writes_a_model_that_loads() {
         let refused = tuned.train(&cached, bad, None, 3, &opts, &mut |_| {});
         assert!(refused.is_err(), "labels must match the examples");
         let vectors = tuned.vectors(&cached).unwrap();
-        (tuned, vectors, epochs, task_layer)
+        (tuned, vectors, epochs)
     };
-    let (tuned, vectors, epochs, task_layer) = run(42);
+    let (tuned, vectors, epochs) = run(42);
     assert_eq!(epochs.len(), 6);
     let (first, last) = (epochs[0], epochs[5]);
     assert!(last.0 < first.0 * 0.8, "loss {first:?} -> {last:?}");
@@ -202,10 +199,10 @@ fn fine_tuning_learns_is_deterministic_and_writes_a_model_that_loads() {
 
     let dir = tempfile::tempdir().unwrap();
     let a = tuned.write(&model, &dir.path().join("a"), "tuned").unwrap();
-    let (again, ..) = run(42);
+    let (again, _, _) = run(42);
     let b = again.write(&model, &dir.path().join("b"), "tuned").unwrap();
     assert_eq!(a.fingerprint(), b.fingerprint(), "same seed, same encoder");
-    let (other, ..) = run(7);
+    let (other, _, _) = run(7);
     let c = other.write(&model, &dir.path().join("c"), "tuned").unwrap();
     assert_ne!(
         a.fingerprint(),
@@ -215,57 +212,6 @@ fn fine_tuning_learns_is_deterministic_and_writes_a_model_that_loads() {
     assert_ne!(a.fingerprint(), model.manifest().fingerprint());
     assert_eq!(a.model.name, "tuned");
     assert!(a.model.source.as_deref().unwrap().contains("top 2 of 6"));
-
-    // The task layer served as a classifier's vector head classifies the tuned vectors
-    // as it did at the end of the fine-tune.
-    let reference = EncoderRef {
-        name: "tuned".into(),
-        fingerprint: a.fingerprint(),
-        dimension: model.dimension(),
-    };
-    // Class i is the i-th label in sorted order, as `classifier::split` numbers them.
-    let names = ["card_delivery", "declined_payment", "lost_card"];
-    let examples: Vec<Example> = texts
-        .iter()
-        .zip(&vectors)
-        .zip(&y)
-        .map(|((t, v), &c)| Example {
-            text: t.clone(),
-            vector: v.clone(),
-            label: names[c as usize].into(),
-        })
-        .collect();
-    let with_task = TrainOptions {
-        holdout: 0.0,
-        lexical: None,
-        vector_head: Some(task_layer.clone().named(names.map(String::from).to_vec())),
-        ..Default::default()
-    };
-    let c = classifier::train(&examples, reference.clone(), &with_task, &mut |_| {}).unwrap();
-    assert_eq!(c.head_kind(), HeadKind::Linear);
-    let right = c
-        .predict(&refs, &vectors, 1)
-        .unwrap()
-        .iter()
-        .zip(&y)
-        .filter(|(p, c)| p.top[0].0 == names[**c as usize])
-        .count();
-    let reported = epochs[5].2.unwrap();
-    assert_eq!(right as f32 / y.len() as f32, reported);
-    // A task layer of other classes, or classes of other names, is refused.
-    let two: Vec<Example> = examples
-        .iter()
-        .filter(|e| e.label != "lost_card")
-        .cloned()
-        .collect();
-    let e = classifier::train(&two, reference.clone(), &with_task, &mut |_| {}).unwrap_err();
-    assert!(e.to_string().contains("vector_head"), "{e}");
-    let unnamed = TrainOptions {
-        vector_head: Some(task_layer),
-        ..with_task
-    };
-    let e = classifier::train(&examples, reference, &unnamed, &mut |_| {}).unwrap_err();
-    assert!(e.to_string().contains("labels"), "{e}");
 
     // The written directory is a model like any other, and embeds as the tuned layers did.
     let loaded = EmbeddingModel::load(&dir.path().join("a"), &LoadOptions::default()).unwrap();

@@ -20,7 +20,6 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 
 use super::ClassifierError;
-use super::head::Head;
 use super::rng::Rng;
 use crate::model::EmbeddingModel;
 use crate::{Encoded, InputKind, Manifest, ModelInfo, Pooling, sha256_file};
@@ -51,24 +50,6 @@ const PARAMS: [&str; 16] = [
 /// Sentence vectors are unit length; logits are this times the cosine with each class's
 /// weight row (plus a bias), so that a softmax over cosines can still be confident.
 const SCALE: f64 = 20.0;
-
-/// The task layer trained with the encoder: a linear head over the tuned sentence
-/// vectors, which `TrainOptions::vector_head` can serve as the classifier's vector head
-/// once it knows its classes' names (`named`).
-#[derive(Debug, Clone)]
-pub struct TaskLayer {
-    pub(crate) head: Head,
-    pub(crate) labels: Vec<String>,
-}
-
-impl TaskLayer {
-    /// Names the classes in the order of the class indices it was trained with
-    /// (`classifier::split`'s labels; a reject class, when there is one, comes last and
-    /// is not named).
-    pub fn named(self, labels: Vec<String>) -> Self {
-        Self { labels, ..self }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct FineTuneOptions {
@@ -396,10 +377,9 @@ impl TunedLayers {
         Ok(out)
     }
 
-    /// Trains the layers and a task layer over their vectors on `train` examples of
-    /// `cached` with classes in `0..classes`, reporting the task layer's accuracy on `val`
-    /// after each epoch, and returns the task layer. Deterministic for a seed
-    /// (`opts.seed`).
+    /// Trains the layers (and a task layer over their vectors, dropped afterwards) on
+    /// `train` examples of `cached` with classes in `0..classes`, reporting the task
+    /// layer's accuracy on `val` after each epoch. Deterministic for a seed (`opts.seed`).
     pub fn train(
         &mut self,
         cached: &Cached,
@@ -408,7 +388,7 @@ impl TunedLayers {
         classes: usize,
         opts: &FineTuneOptions,
         progress: &mut dyn FnMut(&FineTuneProgress),
-    ) -> Result<TaskLayer> {
+    ) -> Result<()> {
         let (examples, y) = (train.examples, train.y);
         let sizes_match = |l: &Labelled| l.examples.len() == l.y.len();
         let in_range = |l: &Labelled| {
@@ -510,13 +490,7 @@ impl TunedLayers {
                 });
             }
         }
-        // (v * SCALE) w^T + b is a linear layer over the sentence vectors.
-        Ok(TaskLayer {
-            head: Head {
-                layers: vec![((w.as_tensor() * SCALE)?, bias.as_tensor().copy()?)],
-            },
-            labels: Vec::new(),
-        })
+        Ok(())
     }
 
     /// How many of `val` the task layer `(w, bias)` classifies right, as a share.

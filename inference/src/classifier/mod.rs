@@ -31,7 +31,7 @@ pub use artefact::{
 };
 pub use calibrate::OosScore;
 pub use error::ClassifierError;
-pub use finetune::{Cached, FineTuneOptions, FineTuneProgress, Labelled, TaskLayer, TunedLayers};
+pub use finetune::{Cached, FineTuneOptions, FineTuneProgress, Labelled, TunedLayers};
 pub use head::{EpochReport, HeadKind, HeadOptions};
 pub use lexical::LexicalOptions;
 pub use metrics::{Confusion, LabelFigures, Outcome, Report, report};
@@ -83,10 +83,6 @@ pub struct TrainOptions {
     pub refit: bool,
     /// The lexical head beside the sentence-vector head (`None`: vectors only).
     pub lexical: Option<LexicalOptions>,
-    /// A sentence-vector head already trained (the fine-tune's task layer, on the
-    /// examples the head would fit on): served as it is in place of training `head`,
-    /// and not refit. Its classes must be this data's labels (plus the reject class).
-    pub vector_head: Option<TaskLayer>,
 }
 
 impl Default for TrainOptions {
@@ -102,7 +98,6 @@ impl Default for TrainOptions {
             coverage: 0.97,
             refit: true,
             lexical: Some(LexicalOptions::default()),
-            vector_head: None,
         }
     }
 }
@@ -169,11 +164,6 @@ impl Classifier {
 
     pub fn version(&self) -> &str {
         &self.meta.classifier.version
-    }
-
-    /// The sentence-vector head's kind (a fine-tune's task layer is linear).
-    pub fn head_kind(&self) -> HeadKind {
-        self.meta.head.kind
     }
 
     pub fn labels(&self) -> &[String] {
@@ -456,42 +446,9 @@ pub fn train(
         .collect();
     let (x_val, y_val) = stack(&held_in)?;
     let val = (!y_val.is_empty()).then_some((&x_val, y_val.as_slice()));
-    let (head, head_options) = match &opts.vector_head {
-        Some(TaskLayer {
-            head: h,
-            labels: named,
-        }) => {
-            let refuse = |message: String| ClassifierError::InvalidInput {
-                field: "vector_head".into(),
-                message,
-            };
-            if h.classes() != Some(classes) || h.input_dim() != Some(dim) {
-                return Err(refuse(format!(
-                    "a head of {:?} classes over {:?} dimensions; the data has {classes} classes, the encoder {dim} dimensions",
-                    h.classes(),
-                    h.input_dim()
-                )));
-            }
-            if named != &labels {
-                return Err(refuse(format!(
-                    "trained for labels {named:?}, the data has {labels:?}"
-                )));
-            }
-            let kind = HeadOptions {
-                kind: HeadKind::Linear,
-                hidden: 0,
-                epochs: 0,
-                ..opts.head.clone()
-            };
-            (h.clone(), kind)
-        }
-        None => (
-            head::train(
-                &x_train, &y_train, classes, val, &opts.head, opts.seed, progress,
-            )?,
-            opts.head.clone(),
-        ),
-    };
+    let head = head::train(
+        &x_train, &y_train, classes, val, &opts.head, opts.seed, progress,
+    )?;
     let texts_of =
         |idx: &[usize]| -> Vec<&str> { idx.iter().map(|&i| examples[i].text.as_str()).collect() };
     let lexical = opts
@@ -510,7 +467,7 @@ pub fn train(
             &opts.task,
             opts.seed,
             encoder,
-            head_options,
+            opts.head.clone(),
             std::mem::take(&mut labels),
             has_reject_class,
             opts.oos_score,
@@ -625,11 +582,7 @@ pub fn train(
         holdout_examples: held_idx.len(),
         out_of_scope_examples: y_all.iter().filter(|&&y| y == reject).count(),
         labels: classifier.labels().len(),
-        epochs: if opts.vector_head.is_some() {
-            0
-        } else {
-            opts.head.epochs
-        },
+        epochs: opts.head.epochs,
         seconds: started.elapsed().as_secs_f64(),
         temperature: classifier.meta.out_of_scope.temperature,
         oos_threshold: threshold,
@@ -646,17 +599,15 @@ pub fn train(
             .filter(|&i| y_all[i] != reject || has_reject_class)
             .collect();
         let (x_all, y_fit) = stack(&all)?;
-        if opts.vector_head.is_none() {
-            classifier.head = head::train(
-                &x_all,
-                &y_fit,
-                classes,
-                None,
-                &opts.head,
-                opts.seed,
-                &mut |r| progress(&EpochReport { refit: true, ..*r }),
-            )?;
-        }
+        classifier.head = head::train(
+            &x_all,
+            &y_fit,
+            classes,
+            None,
+            &opts.head,
+            opts.seed,
+            &mut |r| progress(&EpochReport { refit: true, ..*r }),
+        )?;
         if let Some(l) = classifier.meta.lexical.as_mut() {
             let lex = lexical::train(&texts_of(&all), &y_fit, classes, &l.options, opts.seed).0;
             l.terms = lex.vocabulary.len();

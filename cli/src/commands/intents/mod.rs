@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use confidant_inference::classifier::{
     self, Classifier, EncoderRef, Example, FineTuneOptions, FineTuned, HeadKind, HeadOptions,
-    Labelled, LexicalOptions, OosScore, Outcome, Report, TaskLayer, TrainOptions, TunedLayers,
+    Labelled, LexicalOptions, OosScore, Outcome, Report, TrainOptions, TunedLayers,
 };
 use confidant_inference::{EmbeddingModel, LoadOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -131,16 +131,6 @@ pub struct TrainArgs {
     /// The encoder layers' peak learning rate for --fine-tune.
     #[arg(long, default_value_t = FineTuneOptions::default().learning_rate)]
     fine_tune_lr: f64,
-    /// The sentence-vector head after --fine-tune: `task`, the layer trained with the
-    /// encoder, or `retrain`, a --head trained afresh on the tuned vectors.
-    #[arg(long, value_enum, default_value_t = TunedHead::Retrain)]
-    fine_tune_head: TunedHead,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum TunedHead {
-    Task,
-    Retrain,
 }
 
 #[derive(Args)]
@@ -243,15 +233,12 @@ async fn train(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut enc = Encoder::open(cli, &a.encoder).await?;
     let texts: Vec<String> = loaded.rows.iter().map(|r| r.text.clone()).collect();
-    let mut opts = train_options(a);
+    let opts = train_options(a);
     let (vectors, reference, tuned) = match &enc {
         Encoder::Local(model) if a.fine_tune => {
             let labels: Vec<&str> = loaded.rows.iter().map(|r| r.label.as_str()).collect();
-            let (vectors, reference, how, dir, task_layer) =
+            let (vectors, reference, how, dir) =
                 fine_tune(cli, a, model, &texts, &labels, &opts, enc.reference())?;
-            if a.fine_tune_head == TunedHead::Task {
-                opts.vector_head = Some(task_layer);
-            }
             (vectors, reference, Some((how, dir)))
         }
         _ => (
@@ -338,7 +325,6 @@ fn train_options(a: &TrainArgs) -> TrainOptions {
             epochs: a.lexical_epochs,
             ..Default::default()
         }),
-        vector_head: None,
     }
 }
 
@@ -353,7 +339,7 @@ fn fine_tune(
     labels: &[&str],
     opts: &TrainOptions,
     base: EncoderRef,
-) -> anyhow::Result<(Vec<Vec<f32>>, EncoderRef, FineTuned, PathBuf, TaskLayer)> {
+) -> anyhow::Result<(Vec<Vec<f32>>, EncoderRef, FineTuned, PathBuf)> {
     let started = Instant::now();
     let split = classifier::split(labels, opts)?;
     let reject = split.labels.len() as u32;
@@ -398,7 +384,7 @@ fn fine_tune(
         )
     });
     let mut holdout_accuracy = None;
-    let task_layer = tuned.train(
+    tuned.train(
         &cached,
         Labelled {
             examples: &train,
@@ -476,13 +462,7 @@ fn fine_tune(
             how.layers, how.epochs, how.examples, how.seconds
         );
     }
-    Ok((
-        vectors,
-        reference,
-        how,
-        dir,
-        task_layer.named(split.labels.clone()),
-    ))
+    Ok((vectors, reference, how, dir))
 }
 
 fn report_training(

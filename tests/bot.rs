@@ -1275,6 +1275,37 @@ async fn qa_scores_transcripts_against_the_tenants_rubric() {
     assert_eq!(rule(&bad, "response_time").outcome, "fail");
     assert_eq!(rule(&bad, "recording_notice").outcome, "fail");
 
+    // The customer leaves more upset than they came: the sentiment rule fails, its
+    // evidence the first and the last customer turns (the customer's turns go to the
+    // sentiment head together; each probability must land on its own turn).
+    let soured = c
+        .score(with_token(
+            score(qa_turns(&[
+                (
+                    "agent",
+                    "Good morning, thank you for calling. This call is recorded.",
+                    1_000,
+                ),
+                ("customer", "I would like to check my balance", 3_000),
+                ("agent", "One moment please.", 6_000),
+                ("customer", "Thank you", 8_000),
+                ("agent", "The system is slow today.", 20_000),
+                (
+                    "customer",
+                    "This is ridiculous, I am furious with your service",
+                    25_000,
+                ),
+            ])),
+            &d.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let s = rule(&soured, "customer_sentiment");
+    assert_eq!(s.outcome, "fail", "{}", s.detail);
+    let at: Vec<u32> = s.evidence.iter().map(|e| e.turn_index).collect();
+    assert_eq!(at, [1, 5], "{}", s.detail);
+
     // Chinese.
     let zh = c
         .score(with_token(

@@ -226,9 +226,22 @@ pub(crate) async fn negative_sentiment(
     text: &str,
     vector: &[f32],
 ) -> Result<Option<f32>, BotError> {
-    let Some((h, p)) = app
+    let texts = [text.to_string()];
+    let vectors = [vector.to_vec()];
+    let p = negative_sentiments(app, head, &texts, &vectors).await?;
+    Ok(p.and_then(|p| p.first().copied()))
+}
+
+/// `negative_sentiment` of several texts, classified together.
+pub(crate) async fn negative_sentiments(
+    app: &App,
+    head: &str,
+    texts: &[String],
+    vectors: &[Vec<f32>],
+) -> Result<Option<Vec<f32>>, BotError> {
+    let Some((h, predictions)) = app
         .classifiers()
-        .guess(app.batcher(), head, text, vector, usize::MAX)
+        .guess_many(app.batcher(), head, texts, vectors, usize::MAX)
         .await?
     else {
         return Ok(None);
@@ -237,11 +250,16 @@ pub(crate) async fn negative_sentiment(
         return Ok(None);
     }
     Ok(Some(
-        p.top
+        predictions
             .iter()
-            .find(|(l, _)| l == "negative")
-            .map(|(_, p)| *p)
-            .unwrap_or(0.0),
+            .map(|p| {
+                p.top
+                    .iter()
+                    .find(|(l, _)| l == "negative")
+                    .map(|(_, p)| *p)
+                    .unwrap_or(0.0)
+            })
+            .collect(),
     ))
 }
 

@@ -189,14 +189,34 @@ impl Classifiers {
         vector: &[f32],
         top_k: usize,
     ) -> Result<Option<(Arc<Head>, Prediction)>, ClassifyError> {
+        let texts = [text.to_string()];
+        let shared = [vector.to_vec()];
+        let guessed = self
+            .guess_many(batcher, name, &texts, &shared, top_k)
+            .await?;
+        Ok(guessed.and_then(|(head, p)| p.into_iter().next().map(|p| (head, p))))
+    }
+
+    /// `guess` for several texts at once: a head with its own encoder embeds them in one
+    /// job instead of one each.
+    pub async fn guess_many(
+        &self,
+        batcher: &Batcher<EmbeddingModel>,
+        name: &str,
+        texts: &[String],
+        vectors: &[Vec<f32>],
+        top_k: usize,
+    ) -> Result<Option<(Arc<Head>, Vec<Prediction>)>, ClassifyError> {
         let Ok(head) = self.get(name) else {
             return Ok(None);
         };
-        let texts = [text.to_string()];
-        let shared = [vector.to_vec()];
-        let vectors = head.vectors(batcher, &texts, Some(&shared)).await?;
-        let p = head.classifier.predict(&[text], &vectors, top_k)?;
-        Ok(p.into_iter().next().map(|p| (head, p)))
+        if texts.is_empty() {
+            return Ok(Some((head, Vec::new())));
+        }
+        let vectors = head.vectors(batcher, texts, Some(vectors)).await?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let p = head.classifier.predict(&refs, &vectors, top_k)?;
+        Ok(Some((head, p)))
     }
 
     /// Embeds `texts` as queries through the batcher and classifies them with `name`.

@@ -451,16 +451,21 @@ pub async fn score(
         );
     }
     let head = app.config().qa.sentiment_classifier.clone();
+    // The customer's turns go to the sentiment head together (a head with its own
+    // encoder embeds them in a few jobs, not one job a turn).
+    let customer: Vec<usize> = (0..turns.len())
+        .filter(|&i| turns[i].speaker == "customer")
+        .collect();
     let negative: Option<Vec<f32>> = if app.classifiers().get(&head).is_ok() {
-        let mut out = Vec::with_capacity(turns.len());
-        for (t, v) in turns.iter().zip(&vectors) {
-            out.push(if t.speaker == "customer" {
-                bot::negative_sentiment(app, &head, &t.text, v)
-                    .await?
-                    .unwrap_or(0.0)
-            } else {
-                0.0
-            });
+        let mut out = vec![0.0; turns.len()];
+        for group in customer.chunks(64) {
+            let texts: Vec<String> = group.iter().map(|&i| texts[i].clone()).collect();
+            let vs: Vec<Vec<f32>> = group.iter().map(|&i| vectors[i].clone()).collect();
+            if let Some(p) = bot::negative_sentiments(app, &head, &texts, &vs).await? {
+                for (&i, p) in group.iter().zip(p) {
+                    out[i] = p;
+                }
+            }
         }
         Some(out)
     } else {

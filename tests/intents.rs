@@ -438,6 +438,7 @@ async fn a_fine_tuned_head_carries_its_encoder_and_the_daemon_serves_it() {
         ("--fine-tune-epochs", "0", "--fine-tune-epochs"),
         ("--fine-tune-lr", "0", "--fine-tune-lr"),
         ("--fine-tune-layers", "9", "fine_tune_layers"),
+        ("--fine-tune-max-cache-mb", "0", "--fine-tune-max-cache-mb"),
     ] {
         let o = ctl(&[
             "intents",

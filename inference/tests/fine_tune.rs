@@ -134,6 +134,8 @@ fn fine_tuning_learns_is_deterministic_and_writes_a_model_that_loads() {
     let run = |seed: u64| {
         let mut tuned = TunedLayers::new(&model, opts.layers).unwrap();
         let cached = tuned.cache(&model, &texts, &mut |_| {}).unwrap();
+        // Foreseen before caching, to the byte.
+        assert_eq!(tuned.cache_bytes(&model, &texts).unwrap(), cached.bytes());
         let mut epochs = Vec::new();
         let opts = FineTuneOptions {
             seed,

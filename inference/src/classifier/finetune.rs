@@ -140,6 +140,12 @@ impl Cached {
     pub fn is_empty(&self) -> bool {
         self.lens.is_empty()
     }
+
+    /// The memory the cached states take.
+    pub fn bytes(&self) -> u64 {
+        let floats: usize = self.states.iter().map(Vec::len).sum();
+        (floats * std::mem::size_of::<f32>()) as u64
+    }
 }
 
 /// The base model's tensors by checkpoint name, and the prefix its encoder's names carry
@@ -242,6 +248,20 @@ impl TunedLayers {
             .iter()
             .flat_map(|l| l.0.iter().cloned())
             .collect()
+    }
+
+    /// What [`cache`](Self::cache) of `texts` will take in memory, from their token
+    /// counts alone: checked before the frozen layers run, so that training too large a
+    /// set is refused at once instead of exhausting the machine's memory minutes later.
+    pub fn cache_bytes(&self, model: &EmbeddingModel, texts: &[String]) -> Result<u64> {
+        let mut tokens = 0u64;
+        for t in texts {
+            let e = model
+                .tokenize(t, InputKind::Query)
+                .map_err(|e| ClassifierError::Data(e.to_string()))?;
+            tokens += e.len() as u64;
+        }
+        Ok(tokens * (self.hidden * std::mem::size_of::<f32>()) as u64)
     }
 
     /// Runs `texts` (as queries) through the frozen layers.

@@ -131,6 +131,11 @@ pub struct TrainArgs {
     /// The encoder layers' peak learning rate for --fine-tune.
     #[arg(long, default_value_t = FineTuneOptions::default().learning_rate)]
     fine_tune_lr: f64,
+    /// --fine-tune keeps the frozen layers' output of every utterance in memory: refuse
+    /// to train when that would pass this many MiB (default: half the memory available
+    /// when training starts).
+    #[arg(long)]
+    fine_tune_max_cache_mb: Option<u64>,
 }
 
 #[derive(Args)]
@@ -363,6 +368,24 @@ fn fine_tune(
         ..Default::default()
     };
     let mut tuned = TunedLayers::new(model, ft.layers)?;
+    let need = tuned.cache_bytes(model, texts)?;
+    let (limit, whose) = match a.fine_tune_max_cache_mb {
+        Some(mb) => (Some(mb << 20), "--fine-tune-max-cache-mb"),
+        None => (
+            available_memory().map(|b| b / 2),
+            "half the memory available (--fine-tune-max-cache-mb)",
+        ),
+    };
+    if let Some(limit) = limit
+        && need > limit
+    {
+        bail!(
+            "--fine-tune would keep {} MiB of the frozen layers' output for {} utterances, more than {whose} allows ({} MiB): train on fewer or shorter utterances, or raise the limit",
+            need >> 20,
+            texts.len(),
+            limit >> 20
+        );
+    }
     let b = (!cli.json).then(|| {
         bar(
             texts.len() as u64,
@@ -463,6 +486,14 @@ fn fine_tune(
         );
     }
     Ok((vectors, reference, how, dir))
+}
+
+/// MemAvailable of /proc/meminfo in bytes; `None` where there is no such file.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
 }
 
 fn report_training(

@@ -3,7 +3,8 @@
 # train.csv, seed 0) plus the project's own out-of-scope development utterances.
 # Trains classifiers (head-only, or --fine-tune for the ft runs) with `confidantctl intents train --local` and evaluates
 # them with `confidantctl intents eval` on the held-out 20% plus the held-out half of the
-# out-of-scope utterances (test_oos.csv; in-scope figures are over its BANKING77 rows).
+# out-of-scope utterances (test_oos.csv; in-scope figures are over its BANKING77 rows),
+# and on the same 20% plus near-domain out-of-scope requests (test_near.csv, oos_near.txt).
 # Usage: [RUNS="linear mlp ..."] benches/intents/run.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -20,6 +21,17 @@ models/install-default >/dev/null
 cargo build --workspace --locked --bins
 CTL=target/debug/confidantctl
 python3 benches/intents/split.py --data "$DATA" --oos benches/intents/oos_dev.txt --out "$WORK"
+# Near-domain out-of-scope: banking requests BANKING77's intents do not cover (mortgages,
+# loans, savings, insurance, branches, ...), never trained on; beside the same test rows.
+python3 - "$WORK" <<'PY'
+import csv, sys
+work = sys.argv[1]
+rows = list(csv.reader(open(f"{work}/test.csv", newline="", encoding="utf-8")))
+near = [l.strip() for l in open("benches/intents/oos_near.txt", encoding="utf-8") if l.strip()]
+with open(f"{work}/test_near.csv", "w", newline="", encoding="utf-8") as f:
+    csv.writer(f).writerows(rows + [[t, "out_of_scope"] for t in near])
+print(f"test_near.csv: {len(rows) - 1 + len(near)} rows")
+PY
 cols=(--text-column text --label-column category)
 enc=(--local --model-dir "$MODEL")
 
@@ -30,15 +42,17 @@ run() { # name, training file, extra train flags...
   "$CTL" --json intents train "${enc[@]}" "${cols[@]}" --data "$WORK/$file" --out "$WORK/$name" "$@" \
     >"$WORK/$name.train.json"
   echo "== $name: trained in $((SECONDS - t0)) s (embedding + head, 2 threads)"
-  "$CTL" --json intents eval "${enc[@]}" "${cols[@]}" --classifier "$WORK/$name" --data "$WORK/test_oos.csv" \
-    >"$WORK/$name.eval.json"
-  python3 - "$WORK/$name.eval.json" <<'PY'
+  for set in test_oos test_near; do
+    "$CTL" --json intents eval "${enc[@]}" "${cols[@]}" --classifier "$WORK/$name" --data "$WORK/$set.csv" \
+      >"$WORK/$name.$set.eval.json"
+    python3 - "$WORK/$name.$set.eval.json" "$set" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["report"]
-print(f"   closed-set acc {r['closed_set_accuracy']*100:6.2f}%  in-scope acc {r['in_scope_accuracy']*100:6.2f}%"
+print(f"   {sys.argv[2]:9}  closed-set acc {r['closed_set_accuracy']*100:6.2f}%  in-scope acc {r['in_scope_accuracy']*100:6.2f}%"
       f"  macro-F1 {r['macro_f1']*100:6.2f}%  OOS precision {r['oos_precision']*100:6.2f}%"
       f"  OOS recall {r['oos_recall']*100:6.2f}%")
 PY
+  done
 }
 
 RUNS=${RUNS:-linear mlp mlp-vectors mlp-norefit mlp-maxprob mlp-oos}

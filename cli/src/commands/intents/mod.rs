@@ -370,7 +370,7 @@ fn fine_tune(
     let mut tuned = TunedLayers::new(model, ft.layers)?;
     let need = tuned.cache_bytes(model, texts)?;
     let (limit, whose) = match a.fine_tune_max_cache_mb {
-        Some(mb) => (Some(mb << 20), "--fine-tune-max-cache-mb"),
+        Some(mb) => (Some(mb.saturating_mul(1 << 20)), "--fine-tune-max-cache-mb"),
         None => (
             available_memory().map(|b| b / 2),
             "half the memory available (--fine-tune-max-cache-mb)",

@@ -12,6 +12,7 @@
 //! conversation every `--turns-per-stream`;
 //! a call is one turn, timed from sending it to the update that answers it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +86,107 @@ struct Args {
     /// A label for the output line.
     #[arg(long, default_value = "")]
     label: String,
+    /// The server's process id (same machine, Linux): its CPU time over the measured
+    /// window is reported per successful call, beside the generator's own and the
+    /// machine's.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// CPU time, in clock ticks (USER_HZ, 100 a second on Linux), of a process (all its
+/// threads), and of the whole machine with its idle time apart.
+#[derive(Clone, Default)]
+struct CpuSample {
+    server: u64,
+    /// The server's ticks by thread name, digits at the end dropped (`inference-0` and
+    /// `inference-1` are `inference-`).
+    server_threads: BTreeMap<String, u64>,
+    client: u64,
+    machine_busy: u64,
+    machine_total: u64,
+}
+
+fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for t in tasks.flatten() {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let (Ok(comm), Some(ticks)) = (
+            std::fs::read_to_string(t.path().join("comm")),
+            process_ticks(&format!("{pid}/task/{tid}")),
+        ) else {
+            continue;
+        };
+        let name = comm.trim().trim_end_matches(|c: char| c.is_ascii_digit());
+        *by_name.entry(name.to_string()).or_default() += ticks;
+    }
+    by_name
+}
+
+fn process_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are the
+    // 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn cpu_sample(server_pid: Option<u32>) -> Option<CpuSample> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some(CpuSample {
+        server: match server_pid {
+            Some(p) => process_ticks(&p.to_string())?,
+            None => 0,
+        },
+        server_threads: server_pid.map(thread_ticks).unwrap_or_default(),
+        client: process_ticks("self")?,
+        machine_busy: total - idle,
+        machine_total: total,
+    })
+}
+
+/// CPU milliseconds per successful call (server, generator) and the machine's busy share
+/// between two samples.
+fn cpu_report(
+    before: &Option<CpuSample>,
+    after: &Option<CpuSample>,
+    ok: u64,
+    server: bool,
+) -> serde_json::Value {
+    let (Some(b), Some(a)) = (before, after) else {
+        return serde_json::Value::Null;
+    };
+    let per_call = |ticks: u64| (ticks as f64 * 10.0 / ok.max(1) as f64 * 100.0).round() / 100.0;
+    let span = a.machine_total.saturating_sub(b.machine_total).max(1) as f64;
+    // Threads that ended within the window are missing from the second sample; their
+    // time is in the process's total only.
+    let threads: BTreeMap<&String, f64> = a
+        .server_threads
+        .iter()
+        .map(|(name, &t)| {
+            let before = b.server_threads.get(name).copied().unwrap_or(0);
+            (name, per_call(t.saturating_sub(before)))
+        })
+        .filter(|(_, ms)| *ms > 0.0)
+        .collect();
+    serde_json::json!({
+        "server_ms_per_ok": server.then(|| per_call(a.server.saturating_sub(b.server))),
+        "server_ms_per_ok_by_thread": server.then_some(threads),
+        "generator_ms_per_ok": per_call(a.client.saturating_sub(b.client)),
+        "machine_busy_share":
+            (a.machine_busy.saturating_sub(b.machine_busy) as f64 / span * 1000.0).round() / 1000.0,
+    })
 }
 
 #[derive(Default)]
@@ -308,6 +410,9 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs_f64(a.duration);
     let limit = if a.count == 0 { u64::MAX } else { a.count };
     let mut dropped = 0u64;
+    // CPU over the measured window: from the first call of an open loop, from the end of
+    // the warm-up of a closed one.
+    let cpu_at = Arc::new(Mutex::new((None, None)));
     let (mode, measured) = if let Some(rate) = a.rate {
         anyhow::ensure!(rate > 0.0, "--rate must be positive");
         anyhow::ensure!(
@@ -315,6 +420,7 @@ async fn main() -> anyhow::Result<()> {
             "--rpc assist runs closed loop: --concurrency streams, --think-ms apart"
         );
         let in_flight = Arc::new(AtomicU64::new(0));
+        cpu_at.lock().await.0 = cpu_sample(a.server_pid);
         let start = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / rate);
         let mut handles = Vec::new();
@@ -341,6 +447,7 @@ async fn main() -> anyhow::Result<()> {
         for h in handles {
             let _ = h.await;
         }
+        cpu_at.lock().await.1 = cpu_sample(a.server_pid);
         // Until the last answer: a server that fell behind is not flattered.
         (format!("open-loop {rate}/s"), start.elapsed())
     } else {
@@ -350,6 +457,15 @@ async fn main() -> anyhow::Result<()> {
         let start_at = warm_until;
         let end_at = warm_until + duration;
         let mut handles = Vec::new();
+        {
+            let (cpu_at, pid) = (cpu_at.clone(), a.server_pid);
+            handles.push(tokio::spawn(async move {
+                tokio::time::sleep_until(start_at.into()).await;
+                cpu_at.lock().await.0 = cpu_sample(pid);
+                tokio::time::sleep_until(end_at.into()).await;
+                cpu_at.lock().await.1 = cpu_sample(pid);
+            }));
+        }
         for caller in 0..n {
             let (s, m) = (s.clone(), measuring.clone());
             if matches!(a.rpc, Rpc::Assist) {
@@ -395,6 +511,7 @@ async fn main() -> anyhow::Result<()> {
             end_at.saturating_duration_since(start_at),
         )
     };
+    let (cpu_before, cpu_after) = cpu_at.lock().await.clone();
     let mut t = s.tally.lock().await;
     t.latencies_us.sort_unstable();
     let total = t.ok + t.exhausted + t.other;
@@ -416,6 +533,7 @@ async fn main() -> anyhow::Result<()> {
         "p99_ms": pct(&t.latencies_us, 0.99),
         "max_ms": pct(&t.latencies_us, 1.0),
         "first_error": t.first_error,
+        "cpu": cpu_report(&cpu_before, &cpu_after, t.ok, a.server_pid.is_some()),
     });
     println!("{out}");
     Ok(())

@@ -405,6 +405,11 @@ async fn the_bot_answers_offers_choices_hands_off_and_reports() {
         "{m}"
     );
     assert!(m.contains("confidant_bot_resolutions_total 1"), "{m}");
+    // Each answer's two index searches are timed.
+    for signal in ["dense", "lexical"] {
+        let want = format!("confidant_kb_search_seconds_count{{signal=\"{signal}\"}}");
+        assert!(m.contains(&want), "{want} missing:\n{m}");
+    }
 }
 
 #[tokio::test]

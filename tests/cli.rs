@@ -92,7 +92,7 @@ fn embed_prints_one_json_line_per_text_matching_the_reference() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_health_and_models_over_the_unix_socket() {
     let Some(model) = model_dir() else { return };
-    let d = Daemon::start(&model, "").await;
+    let d = Daemon::start_with_env(&model, "", &[("CONFIDANT__INFERENCE__WORKERS", "3")]).await;
     let addr = format!("unix:{}", d.socket().display());
     let status = ctl(&["--addr", &addr, "--json", "status"]);
     assert!(
@@ -103,6 +103,7 @@ async fn status_health_and_models_over_the_unix_socket() {
     let v: serde_json::Value = serde_json::from_str(stdout(&status).trim()).unwrap();
     assert_eq!(v["models"][0]["name"], "all-MiniLM-L6-v2");
     assert_eq!(v["queue"]["worker_alive"], true);
+    assert_eq!(v["queue"]["workers"], 3);
 
     let health = ctl(&["--addr", &addr, "health"]);
     assert!(health.status.success());

@@ -129,7 +129,7 @@ while sleep 5; do
 done
 echo "{\"label\": \"waited for an idle daemon\", \"seconds\": $(( $(date +%s) - t0 ))}"
 [ "${PREPARE_ONLY:-0}" = 1 ] && exit 0
-load() { "$bin/load" --addr "http://127.0.0.1:$port" --token-file "$work/token" --utterances "$utt" "$@"; }
+load() { "$bin/load" --addr "http://127.0.0.1:$port" --token-file "$work/token" --utterances "$utt" --server-pid "$daemon" "$@"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$daemon/status"; }
 
 runs=" ${RUNS:-embed answer half suggest route overload assist} "

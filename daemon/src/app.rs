@@ -158,7 +158,7 @@ pub struct App {
 
 impl App {
     /// Loads the configured model (blocking: call it off the async runtime) and starts the
-    /// inference worker.
+    /// inference workers.
     pub fn start(
         config: Config,
         store: Store,

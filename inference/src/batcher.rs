@@ -1,11 +1,17 @@
 //! Dynamic batching like a server: callers from anywhere enqueue texts in a bounded queue;
-//! one worker thread per device takes what has arrived within a short wait (up to a token
-//! budget), sorts the inputs by length so that similar lengths share a padded batch, runs
-//! them and answers each caller. A full queue is refused at once, never waited on.
+//! a worker thread takes what has arrived within a short wait (up to a token budget),
+//! sorts the inputs by length so that similar lengths share a padded batch, runs them and
+//! answers each caller. A full queue is refused at once, never waited on.
+//!
+//! On a CPU, several workers share the queue and the cores: a worker alone splits its
+//! batch over all of them, workers busy together take a share each. Small batches split
+//! over threads spend much of their time handing work over (on 2 cores, one thread a
+//! batch embeds ~1.5x more texts per second than two threads on one batch), and the rest
+//! of a request (searches, the database) needs a core too.
 
+use flume::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,7 +25,8 @@ use crate::{InferenceError, Result};
 /// What the batcher needs of a model; [`EmbeddingModel`] is the real one.
 pub trait BatchEncoder: Send + Sync + 'static {
     fn tokenize(&self, text: &str, kind: InputKind) -> Result<Encoded>;
-    fn forward(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>>;
+    /// Runs one batch, splitting the work over at most `threads` CPU threads.
+    fn forward(&self, batch: &[&Encoded], threads: usize) -> Result<Vec<Vec<f32>>>;
 }
 
 impl BatchEncoder for EmbeddingModel {
@@ -27,8 +34,8 @@ impl BatchEncoder for EmbeddingModel {
         EmbeddingModel::tokenize(self, text, kind)
     }
 
-    fn forward(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
-        EmbeddingModel::forward(self, batch)
+    fn forward(&self, batch: &[&Encoded], threads: usize) -> Result<Vec<Vec<f32>>> {
+        EmbeddingModel::forward_threads(self, batch, threads)
     }
 }
 
@@ -40,8 +47,12 @@ pub struct BatcherConfig {
     pub max_batch_tokens: usize,
     /// Inputs per forward pass.
     pub max_batch_size: usize,
-    /// How long the worker waits for more requests once one has arrived.
+    /// How long a worker waits for more requests once one has arrived.
     pub max_wait: Duration,
+    /// Worker threads taking batches from the queue (1 for a GPU).
+    pub workers: usize,
+    /// CPU threads the workers share: a worker alone uses all, busy workers a share each.
+    pub threads: usize,
 }
 
 impl Default for BatcherConfig {
@@ -51,6 +62,8 @@ impl Default for BatcherConfig {
             max_batch_tokens: 8192,
             max_batch_size: 64,
             max_wait: Duration::from_millis(2),
+            workers: 1,
+            threads: crate::cpu_threads(),
         }
     }
 }
@@ -65,6 +78,7 @@ pub struct BatcherStats {
     pub rejected: u64,
     pub cancelled: u64,
     pub worker_alive: bool,
+    pub workers: usize,
 }
 
 #[derive(Default)]
@@ -74,7 +88,8 @@ struct Counters {
     texts: AtomicU64,
     rejected: AtomicU64,
     cancelled: AtomicU64,
-    heartbeat_ms: AtomicU64,
+    /// Workers inside a forward pass now.
+    running: AtomicUsize,
 }
 
 struct Job<E> {
@@ -83,35 +98,50 @@ struct Job<E> {
     reply: oneshot::Sender<Result<Vec<Embedding>>>,
 }
 
+/// One worker thread and its last sign of life.
+struct Worker {
+    thread: JoinHandle<()>,
+    heartbeat_ms: Arc<AtomicU64>,
+}
+
 pub struct Batcher<E: BatchEncoder = EmbeddingModel> {
-    tx: SyncSender<Job<E>>,
+    tx: Sender<Job<E>>,
     model: RwLock<Arc<E>>,
     counters: Arc<Counters>,
     capacity: usize,
     started: Instant,
-    worker: JoinHandle<()>,
+    workers: Vec<Worker>,
 }
 
 impl<E: BatchEncoder> Batcher<E> {
     pub fn new(model: Arc<E>, config: BatcherConfig) -> Result<Self> {
         let capacity = config.queue_capacity.max(1);
-        let (tx, rx) = mpsc::sync_channel::<Job<E>>(capacity);
+        let (tx, rx) = flume::bounded::<Job<E>>(capacity);
         let counters = Arc::new(Counters::default());
         let started = Instant::now();
-        let worker_counters = counters.clone();
-        let worker = std::thread::Builder::new()
-            .name("inference-worker".into())
-            .spawn(move || worker_loop(rx, config, worker_counters, started))
-            .map_err(|e| {
-                InferenceError::Device(format!("cannot start the inference worker: {e}"))
-            })?;
+        let mut workers = Vec::new();
+        for n in 0..config.workers.max(1) {
+            let (rx, config, counters) = (rx.clone(), config.clone(), counters.clone());
+            let heartbeat_ms = Arc::new(AtomicU64::new(0));
+            let beat = heartbeat_ms.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("inference-{n}"))
+                .spawn(move || worker_loop(rx, config, counters, beat, started))
+                .map_err(|e| {
+                    InferenceError::Device(format!("cannot start an inference worker: {e}"))
+                })?;
+            workers.push(Worker {
+                thread,
+                heartbeat_ms,
+            });
+        }
         Ok(Self {
             tx,
             model: RwLock::new(model),
             counters,
             capacity,
             started,
-            worker,
+            workers,
         })
     }
 
@@ -190,13 +220,19 @@ impl<E: BatchEncoder> Batcher<E> {
         rx.await.map_err(|_| InferenceError::WorkerStopped)?
     }
 
-    /// True while the worker thread runs and has shown a sign of life in the last `within`.
+    /// True while every worker thread runs and has shown a sign of life in the last
+    /// `within` (a worker stuck in one forward pass for longer does not).
     pub fn worker_alive(&self, within: Duration) -> bool {
-        if self.worker.is_finished() {
-            return false;
-        }
-        let beat = Duration::from_millis(self.counters.heartbeat_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(beat) <= within
+        let now = self.started.elapsed();
+        self.workers.iter().all(|w| {
+            let beat = Duration::from_millis(w.heartbeat_ms.load(Ordering::Relaxed));
+            !w.thread.is_finished() && now.saturating_sub(beat) <= within
+        })
+    }
+
+    /// How many worker threads take batches from the queue.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
     }
 
     pub fn stats(&self) -> BatcherStats {
@@ -209,6 +245,7 @@ impl<E: BatchEncoder> Batcher<E> {
             rejected: c.rejected.load(Ordering::Relaxed),
             cancelled: c.cancelled.load(Ordering::Relaxed),
             worker_alive: self.worker_alive(Duration::from_secs(30)),
+            workers: self.workers.len(),
         }
     }
 }
@@ -216,17 +253,15 @@ impl<E: BatchEncoder> Batcher<E> {
 const IDLE_TICK: Duration = Duration::from_millis(500);
 
 fn worker_loop<E: BatchEncoder>(
-    rx: mpsc::Receiver<Job<E>>,
+    rx: Receiver<Job<E>>,
     config: BatcherConfig,
     counters: Arc<Counters>,
+    heartbeat_ms: Arc<AtomicU64>,
     started: Instant,
 ) {
-    let beat = |c: &Counters| {
-        c.heartbeat_ms
-            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed)
-    };
+    let beat = || heartbeat_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     loop {
-        beat(&counters);
+        beat();
         let first = match rx.recv_timeout(IDLE_TICK) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => continue,
@@ -301,7 +336,11 @@ fn run_round<E: BatchEncoder>(
         let batch: Vec<&Encoded> = slice.iter().map(|&(j, i)| &jobs[j].items[i]).collect();
         let padded = batch.len() * batch.last().map_or(0, |e| e.len());
         let t0 = Instant::now();
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.forward(&batch)));
+        // Workers already busy keep their threads; this one takes an equal share.
+        let busy = counters.running.fetch_add(1, Ordering::SeqCst) + 1;
+        let threads = (config.threads / busy).max(1);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.forward(&batch, threads)));
+        counters.running.fetch_sub(1, Ordering::SeqCst);
         let secs = t0.elapsed().as_secs_f64();
         metrics::histogram!("confidant_inference_batch_size").record(batch.len() as f64);
         metrics::histogram!("confidant_inference_batch_tokens").record(padded as f64);
@@ -354,20 +393,27 @@ fn run_round<E: BatchEncoder>(
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use std::sync::mpsc::Receiver;
+    use std::sync::mpsc::{self, Receiver};
 
     /// A model whose "embedding" is the token count, recording each batch it sees, and
     /// optionally blocking until released so tests can fill the queue deterministically.
     struct Fake {
         batches: Mutex<Vec<Vec<usize>>>,
+        threads: Mutex<Vec<usize>>,
         gate: Mutex<Option<Receiver<()>>>,
+        /// Forward passes started and not finished, and the most seen at once.
+        inside: AtomicUsize,
+        most_inside: AtomicUsize,
     }
 
     impl Fake {
         fn new(gate: Option<Receiver<()>>) -> Arc<Self> {
             Arc::new(Self {
                 batches: Mutex::new(Vec::new()),
+                threads: Mutex::new(Vec::new()),
                 gate: Mutex::new(gate),
+                inside: AtomicUsize::new(0),
+                most_inside: AtomicUsize::new(0),
             })
         }
     }
@@ -385,10 +431,16 @@ mod tests {
             })
         }
 
-        fn forward(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+        fn forward(&self, batch: &[&Encoded], threads: usize) -> Result<Vec<Vec<f32>>> {
+            let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_inside.fetch_max(now, Ordering::SeqCst);
+            self.threads.lock().unwrap().push(threads);
+            // A shared gate: workers take turns waiting on it (the lock), each released
+            // by one send.
             if let Some(gate) = self.gate.lock().unwrap().as_ref() {
                 let _ = gate.recv();
             }
+            self.inside.fetch_sub(1, Ordering::SeqCst);
             self.batches
                 .lock()
                 .unwrap()
@@ -407,6 +459,8 @@ mod tests {
             max_batch_tokens: 64,
             max_batch_size: 8,
             max_wait: Duration::from_millis(20),
+            workers: 1,
+            threads: 2,
         }
     }
 
@@ -543,6 +597,47 @@ mod tests {
             flood_batches >= 6,
             "the flood was not spread over budgeted batches: {batches:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn workers_run_batches_side_by_side_and_share_the_threads() {
+        let (release, gate) = mpsc::channel();
+        let fake = Fake::new(Some(gate));
+        let b = Arc::new(
+            Batcher::new(
+                fake.clone(),
+                BatcherConfig {
+                    workers: 2,
+                    threads: 2,
+                    ..config(8)
+                },
+            )
+            .unwrap(),
+        );
+        assert_eq!(b.workers(), 2);
+        let spawn = |n: usize| {
+            let b = b.clone();
+            tokio::spawn(async move { b.embed(&[words(n)], InputKind::Query).await })
+        };
+        // The first worker is held in a forward pass; the second request is not queued
+        // behind it but taken by the other worker.
+        let first = spawn(1);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let second = spawn(2);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(fake.most_inside.load(Ordering::SeqCst), 2);
+        assert_eq!(b.stats().queue_depth, 0);
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap()[0].vector, vec![1.0]);
+        assert_eq!(second.await.unwrap().unwrap()[0].vector, vec![2.0]);
+        // A worker alone has both threads; one starting beside a busy one has one.
+        let third = spawn(3);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        drop(release);
+        third.await.unwrap().unwrap();
+        assert_eq!(*fake.threads.lock().unwrap(), vec![2, 1, 2]);
+        assert!(b.worker_alive(Duration::from_secs(5)));
     }
 
     #[tokio::test]

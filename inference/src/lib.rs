@@ -2,8 +2,8 @@
 //!
 //! Loads sentence-embedding models from local directories (Hugging Face layout plus a
 //! `confidant-model.toml` manifest of SHA-256 sums) and serves them through a dynamic
-//! batcher: callers enqueue texts, one worker per device forms batches by a token budget
-//! and a short maximum wait, and a full queue is refused at once with [`InferenceError::Overloaded`].
+//! batcher: callers enqueue texts, workers form batches by a token budget and a short
+//! maximum wait, and a full queue is refused at once with [`InferenceError::Overloaded`].
 //!
 //! No gRPC and no database here: the daemon and the CLI build on this crate.
 
@@ -30,3 +30,9 @@ pub use native::{amx_available, avx512_bf16_available, int8_available};
 pub use tokenize::{Encoded, InputKind};
 
 pub type Result<T, E = InferenceError> = std::result::Result<T, E>;
+
+/// The CPU threads the encoders may use: `RAYON_NUM_THREADS` when set, else the
+/// physical cores (what Candle's own kernels use).
+pub fn cpu_threads() -> usize {
+    candle_core::utils::get_num_threads().max(1)
+}

@@ -328,9 +328,7 @@ impl EmbeddingModel {
     /// another (`[Σ len, hidden]`): the frozen part of a fine-tune. Native encoder only.
     pub(crate) fn hidden_after(&self, batch: &[&Encoded], layers: usize) -> Result<Vec<f32>> {
         match &self.encoder {
-            Encoder::Native(n) => {
-                n.forward_upto(batch, candle_core::utils::get_num_threads(), layers)
-            }
+            Encoder::Native(n) => n.forward_upto(batch, crate::cpu_threads(), layers),
             Encoder::Candle(_) => Err(InferenceError::invalid(
                 "device",
                 "hidden states are read from the CPU's native encoder only",
@@ -357,11 +355,17 @@ impl EmbeddingModel {
 
     /// Runs one padded batch through the encoder; returns one vector per input.
     pub fn forward(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+        self.forward_threads(batch, crate::cpu_threads())
+    }
+
+    /// [`Self::forward`] with the native CPU encoder splitting its work over `threads`
+    /// threads (Candle's encoder and GPUs keep their own parallelism).
+    pub fn forward_threads(&self, batch: &[&Encoded], threads: usize) -> Result<Vec<Vec<f32>>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         let candle = match &self.encoder {
-            Encoder::Native(native) => return self.forward_native(native, batch),
+            Encoder::Native(native) => return self.forward_native(native, batch, threads),
             Encoder::Candle(c) => c,
         };
         let max_len = batch.iter().map(|e| e.len()).max().unwrap_or(0);
@@ -394,8 +398,13 @@ impl EmbeddingModel {
         Ok(out.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
     }
 
-    fn forward_native(&self, native: &NativeEncoder, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
-        let hidden = native.forward(batch, candle_core::utils::get_num_threads())?;
+    fn forward_native(
+        &self,
+        native: &NativeEncoder,
+        batch: &[&Encoded],
+        threads: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let hidden = native.forward(batch, threads)?;
         let h = self.dimension();
         let mut out = Vec::with_capacity(batch.len());
         let mut row = 0;

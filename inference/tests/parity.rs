@@ -254,10 +254,16 @@ fn tampered_model_is_refused_naming_the_file() {
 async fn batcher_answers_concurrent_callers_with_reference_vectors() {
     let Some(dir) = model_dir() else { return };
     let model = std::sync::Arc::new(EmbeddingModel::load(&dir, &LoadOptions::default()).unwrap());
-    let batcher = std::sync::Arc::new(Batcher::new(model, BatcherConfig::default()).unwrap());
+    // Two workers, so that batches also run side by side on one thread each.
+    let config = BatcherConfig {
+        workers: 2,
+        threads: 2,
+        ..BatcherConfig::default()
+    };
+    let batcher = std::sync::Arc::new(Batcher::new(model, config).unwrap());
     let cases = std::sync::Arc::new(reference());
     let mut tasks = Vec::new();
-    for round in 0..8 {
+    for round in 0..32 {
         let (b, cases) = (batcher.clone(), cases.clone());
         tasks.push(tokio::spawn(async move {
             let c = &cases[round % cases.len()];

@@ -44,7 +44,8 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
             "version": s.version, "uptime_seconds": s.uptime_seconds,
             "models": s.models.iter().map(model_json).collect::<Vec<_>>(),
             "queue": {"depth": q.depth, "capacity": q.capacity, "batches": q.batches, "texts": q.texts,
-                      "rejected": q.rejected, "cancelled": q.cancelled, "worker_alive": q.worker_alive},
+                      "rejected": q.rejected, "cancelled": q.cancelled, "worker_alive": q.worker_alive,
+                      "workers": q.workers},
             "kb": {"published": s.kb_published, "drafts": s.kb_drafts, "index_pending": s.kb_index_pending},
         }));
         return Ok(());
@@ -55,13 +56,14 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
         s.kb_published, s.kb_drafts, s.kb_index_pending
     );
     println!(
-        "queue {}/{}  batches {}  texts {}  rejected {}  cancelled {}  worker {}",
+        "queue {}/{}  batches {}  texts {}  rejected {}  cancelled {}  workers {} {}",
         q.depth,
         q.capacity,
         q.batches,
         q.texts,
         q.rejected,
         q.cancelled,
+        q.workers,
         if q.worker_alive {
             "alive"
         } else {

@@ -296,6 +296,9 @@ pub struct InferenceConfig {
     pub max_batch_tokens: usize,
     pub max_batch_size: usize,
     pub max_wait_ms: u64,
+    /// Inference worker threads taking batches from the queue; 0: one per CPU thread on
+    /// the CPU (`RAYON_NUM_THREADS`, else the physical cores), one on a GPU.
+    pub workers: usize,
 }
 
 impl Default for InferenceConfig {
@@ -306,6 +309,7 @@ impl Default for InferenceConfig {
             max_batch_tokens: d.max_batch_tokens,
             max_batch_size: d.max_batch_size,
             max_wait_ms: d.max_wait.as_millis() as u64,
+            workers: 0,
         }
     }
 }
@@ -636,6 +640,12 @@ impl Config {
             max_batch_tokens: self.inference.max_batch_tokens,
             max_batch_size: self.inference.max_batch_size,
             max_wait: std::time::Duration::from_millis(self.inference.max_wait_ms),
+            workers: match (self.inference.workers, self.load_options().device) {
+                (0, confidant_inference::DeviceKind::Cpu) => confidant_inference::cpu_threads(),
+                (0, confidant_inference::DeviceKind::Cuda(_)) => 1,
+                (n, _) => n,
+            },
+            threads: confidant_inference::cpu_threads(),
         }
     }
 
@@ -768,6 +778,10 @@ mod tests {
         assert_eq!(c.inference.queue_capacity, 5);
         assert_eq!(c.inference.max_wait_ms, 7);
         assert_eq!(c.model.dir, PathBuf::from("/opt/m"));
+        assert_eq!(c.inference.workers, 0);
+        assert_eq!(c.batcher().workers, confidant_inference::cpu_threads());
+        let c = Config::from_parts("", env(&[("CONFIDANT__INFERENCE__WORKERS", "3")])).unwrap();
+        assert_eq!(c.batcher().workers, 3);
         let c = Config::from_parts("", env(&[("CONFIDANT__MODEL__DTYPE", "int8")])).unwrap();
         assert_eq!(c.model.dtype, "int8");
     }

@@ -30,7 +30,7 @@ pub fn install(addr: SocketAddr) -> Result<(), BuildError> {
     );
     metrics::describe_gauge!(
         "confidant_inference_queue_depth",
-        "Requests waiting for the inference worker"
+        "Requests waiting for an inference worker"
     );
     metrics::describe_histogram!("confidant_inference_batch_size", "Inputs per forward pass");
     metrics::describe_histogram!(
@@ -49,6 +49,11 @@ pub fn install(addr: SocketAddr) -> Result<(), BuildError> {
     metrics::describe_counter!(
         "confidant_inference_cancelled_total",
         "Requests whose caller left before they ran"
+    );
+    metrics::describe_histogram!(
+        "confidant_kb_search_seconds",
+        metrics::Unit::Seconds,
+        "One knowledge-base index search (signal: dense or lexical), on its thread"
     );
     metrics::describe_histogram!(
         "confidant_model_load_seconds",

@@ -40,7 +40,7 @@ pub fn stopping() {
     ]);
 }
 
-/// Pets the watchdog at half its interval, but only while the inference worker is alive:
+/// Pets the watchdog at half its interval, but only while every inference worker is alive:
 /// a wedged worker lets the watchdog fire and systemd restarts the daemon. Also refreshes
 /// STATUS= with what the daemon is doing.
 pub fn spawn_watchdog(app: Arc<App>) {
@@ -61,7 +61,9 @@ pub fn spawn_watchdog(app: Arc<App>) {
                 if alive {
                     send(&[NotifyState::Watchdog]);
                 } else {
-                    tracing::error!("inference worker unresponsive; withholding the watchdog ping");
+                    tracing::error!(
+                        "an inference worker is unresponsive; withholding the watchdog ping"
+                    );
                 }
             }
             status(&format!(

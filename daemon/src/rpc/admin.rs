@@ -109,6 +109,7 @@ impl pb::admin_service_server::AdminService for AdminService {
                     rejected: q.rejected,
                     cancelled: q.cancelled,
                     worker_alive: q.worker_alive,
+                    workers: q.workers as u32,
                 }),
             })
         })

@@ -538,3 +538,35 @@ async fn main() -> anyhow::Result<()> {
     println!("{out}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_read_from_proc_and_reported_per_call() {
+        // This process stands in for the server: its own threads are readable.
+        let now = cpu_sample(Some(std::process::id())).expect("/proc is readable");
+        assert!(now.machine_total >= now.machine_busy);
+        assert!(!now.server_threads.is_empty());
+        let sample = |server, worker, client, busy, total| CpuSample {
+            server,
+            server_threads: BTreeMap::from([("inference-".to_string(), worker)]),
+            client,
+            machine_busy: busy,
+            machine_total: total,
+        };
+        // 200 ticks (2 s) of server CPU over 100 calls: 20 ms a call.
+        let r = cpu_report(
+            &Some(sample(1000, 300, 50, 400, 1000)),
+            &Some(sample(1200, 350, 60, 700, 1400)),
+            100,
+            true,
+        );
+        assert_eq!(r["server_ms_per_ok"], 20.0);
+        assert_eq!(r["server_ms_per_ok_by_thread"]["inference-"], 5.0);
+        assert_eq!(r["generator_ms_per_ok"], 1.0);
+        assert_eq!(r["machine_busy_share"], 0.75);
+        assert!(cpu_report(&None, &Some(now), 1, true).is_null());
+    }
+}

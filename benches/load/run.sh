@@ -141,6 +141,21 @@ fi
 if want answer || want half || want overload; then
   answer=$(load --rpc answer --concurrency "$conc" --duration "$duration" --label "answer capacity"); echo "$answer"
   cap=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok_per_second"])' "$answer")
+  # The index searches' own time (on their thread) over every Answer so far, warm-up included.
+  curl -s "http://127.0.0.1:$mport/metrics" | python3 -c '
+import json, sys
+s = {}
+for line in sys.stdin:
+    if line.startswith("confidant_kb_search_seconds_"):
+        name, value = line.rsplit(" ", 1)
+        sig = name.split("signal=\"")[1].split("\"")[0]
+        if name.startswith("confidant_kb_search_seconds_sum"):
+            s.setdefault(sig, {})["sum"] = float(value)
+        elif name.startswith("confidant_kb_search_seconds_count"):
+            s.setdefault(sig, {})["count"] = float(value)
+print(json.dumps({"label": "index search, mean ms on its thread",
+                  **{k: round(1000 * v["sum"] / v["count"], 3) for k, v in sorted(s.items()) if v.get("count")}}))
+'
 fi
 if want half; then
   half=$(python3 -c "print(round($cap / 2, 1))")

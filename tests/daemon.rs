@@ -419,6 +419,56 @@ fn missing_model_fails_start_with_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_index_is_refused_and_leaves_it_alone() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start(&model, "").await;
+    let index = d.dir.path().join("index");
+    // As if the index had been built with another model: a daemon that got past the
+    // lock would set the running daemon's index directory aside.
+    std::fs::write(index.join("confidant-model"), "another-model\n").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let mut second = Command::new(common::daemon_bin())
+        .arg("--config")
+        .arg(&d.config_path)
+        .env("CONFIDANT__STORAGE__URL", common::storage_url(other.path()))
+        .env(
+            "CONFIDANT__SERVER__LISTEN",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
+        .env("CONFIDANT__SERVER__METRICS_LISTEN", "")
+        .env(
+            "CONFIDANT__SERVER__UNIX_SOCKET",
+            other.path().join("other.sock"),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A second daemon that got going would serve forever: give it a minute.
+    for _ in 0..600 {
+        if second.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if second.try_wait().unwrap().is_none() {
+        let _ = second.kill();
+        panic!("a second daemon started on an index in use");
+    }
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&index.display().to_string()) && err.contains("in use by another process"),
+        "{err}"
+    );
+    // The running daemon's index is where it was, engine files and all, and it serves.
+    assert!(index.join("confidant-model").exists());
+    assert!(std::fs::read_dir(&index).unwrap().count() > 1);
+    let mut c = EmbeddingServiceClient::new(d.channel().await);
+    assert!(c.embed(d.req(embed_request(&["still here"]))).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_roles_tenants_and_audit() {
     let Some(model) = model_dir() else { return };
     let d = Daemon::start(&model, "").await;

@@ -1,6 +1,8 @@
 //! The state every service shares: the configuration in force, storage, the token cache
 //! and the models.
 
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -95,11 +97,48 @@ pub enum StartError {
     Policy(#[from] PolicyError),
 }
 
+/// Locks `<index.path>.lock` (a sibling of the directory, which a model change removes)
+/// for as long as the file is held: a second daemon on the same embedded index is refused
+/// before it can set the directory aside or open the engine's files under the first.
+fn lock_index(dir: &Path) -> Result<File, StartError> {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = PathBuf::from(name);
+    let err = |message: String| IndexError::Open {
+        path: dir.display().to_string(),
+        message,
+    };
+    if let Some(parent) = lock.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| err(format!("{}: {e}", lock.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(err(format!(
+            "in use by another process (another confidantd with this index.path?): {} is locked",
+            lock.display()
+        ))
+        .into()),
+        Err(TryLockError::Error(e)) => {
+            Err(err(format!("cannot lock {}: {e}", lock.display())).into())
+        }
+    }
+}
+
 /// The index is derived from the database with one model: a different model (or a
 /// missing or unreadable marker) means the vectors are meaningless, so the embedded
 /// index's directory is set aside, and a Qdrant server gets a collection for the model;
-/// either is filled from the database by the catch-up.
-fn open_index(config: &Config, model: &EmbeddingModel) -> Result<Arc<dyn VectorIndex>, StartError> {
+/// either is filled from the database by the catch-up. The embedded index comes with its
+/// lock, to hold while it is open.
+fn open_index(
+    config: &Config,
+    model: &EmbeddingModel,
+) -> Result<(Arc<dyn VectorIndex>, Option<File>), StartError> {
     let fingerprint = model.manifest().fingerprint();
     if config.index.backend == "qdrant" {
         // One collection per model: another model's vectors are never mixed in, and a new
@@ -113,9 +152,13 @@ fn open_index(config: &Config, model: &EmbeddingModel) -> Result<Arc<dyn VectorI
             timeout: Duration::from_secs(config.index.timeout_seconds),
             tuning: config.index_tuning(),
         };
-        return Ok(Arc::new(ServerIndex::open(&options, model.dimension())?));
+        return Ok((
+            Arc::new(ServerIndex::open(&options, model.dimension())?),
+            None,
+        ));
     }
     let dir = &config.index.path;
+    let lock = lock_index(dir)?;
     let marker = dir.join("confidant-model");
     let held = std::fs::read_to_string(&marker).ok();
     let io = |e: std::io::Error| IndexError::Open {
@@ -131,7 +174,7 @@ fn open_index(config: &Config, model: &EmbeddingModel) -> Result<Arc<dyn VectorI
     }
     let index = EmbeddedIndex::open(dir, model.dimension(), &config.index_tuning())?;
     std::fs::write(&marker, format!("{fingerprint}\n")).map_err(io)?;
-    Ok(Arc::new(index))
+    Ok((Arc::new(index), Some(lock)))
 }
 
 /// Enough of a fingerprint to tell models apart in a collection name.
@@ -154,6 +197,8 @@ pub struct App {
     store: Store,
     tokens: Arc<TokenCache>,
     started: Instant,
+    /// The embedded index's lock, released when the daemon exits.
+    _index_lock: Option<File>,
 }
 
 impl App {
@@ -174,7 +219,7 @@ impl App {
             &model.manifest().fingerprint(),
             &config.load_options(),
         )?;
-        let index = open_index(&config, &model)?;
+        let (index, index_lock) = open_index(&config, &model)?;
         if model.manifest().scores == Scores::default() {
             tracing::warn!(
                 dir = %config.model.dir.display(),
@@ -196,6 +241,7 @@ impl App {
             store,
             tokens,
             started: Instant::now(),
+            _index_lock: index_lock,
         })
     }
 

@@ -230,11 +230,6 @@ impl<E: BatchEncoder> Batcher<E> {
         })
     }
 
-    /// How many worker threads take batches from the queue.
-    pub fn workers(&self) -> usize {
-        self.workers.len()
-    }
-
     pub fn stats(&self) -> BatcherStats {
         let c = &self.counters;
         BatcherStats {
@@ -614,7 +609,7 @@ mod tests {
             )
             .unwrap(),
         );
-        assert_eq!(b.workers(), 2);
+        assert_eq!(b.stats().workers, 2);
         let spawn = |n: usize| {
             let b = b.clone();
             tokio::spawn(async move { b.embed(&[words(n)], InputKind::Query).await })

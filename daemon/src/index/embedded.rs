@@ -18,7 +18,7 @@ use qdrant_edge::{
 };
 use serde_json::{Value, json};
 
-use super::locator::Locator;
+use super::locator::{Locator, Needs, Scope};
 use super::{
     ANY_CHANNEL, Hit, IndexError, IndexTuning, Indexed, InventoryBuilder, Point, Quantization,
     Query, SearchFilter, VectorIndex, point_uuid,
@@ -236,7 +236,18 @@ impl EmbeddedIndex {
             let n = |k: &str| p.get(k).and_then(Value::as_i64).unwrap_or(-1);
             let chunk = p.get("chunk").and_then(Value::as_u64);
             if let (Some(t), Some(a), Some(c)) = (s("tenant"), s("article"), chunk) {
-                locator.add(t, a, c as u32);
+                // A field missing (never written so) reads as the scope needing most.
+                let all_channels = p
+                    .get("channels")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| cs.iter().any(|c| c.as_str() == Some(ANY_CHANNEL)));
+                let scope = Scope::new(
+                    s("lang").unwrap_or(""),
+                    n("valid_from"),
+                    n("valid_until"),
+                    all_channels,
+                );
+                locator.add(t, a, c as u32, scope);
             }
             inventory.add(
                 s("tenant").unwrap_or("").to_string(),
@@ -318,39 +329,43 @@ impl EmbeddedIndex {
         filter(json!({"must": [keyword("tenant", tenant), keyword("article", article_id)]}))
     }
 
-    fn search_filter(&self, f: &SearchFilter) -> Filter {
+    /// The conditions of `f` that `needs` keeps; `None` when every point meets them all.
+    fn search_filter(&self, f: &SearchFilter, needs: Needs) -> Option<Filter> {
         let k = &self.keys;
         let field = |c: FieldCondition| Condition::Field(c);
-        let mut must = vec![
-            field(FieldCondition::new_match(
+        let mut must = Vec::new();
+        if needs.tenant {
+            must.push(field(FieldCondition::new_match(
                 k.tenant.clone(),
                 Match::from(f.tenant.clone()),
-            )),
-            field(FieldCondition::new_range(
+            )));
+        }
+        if needs.window {
+            must.push(field(FieldCondition::new_range(
                 k.valid_from.clone(),
                 range(Some(f.at_ms), None),
-            )),
-            field(FieldCondition::new_range(
+            )));
+            must.push(field(FieldCondition::new_range(
                 k.valid_until.clone(),
                 range(None, Some(f.at_ms)),
-            )),
-        ];
-        if let Some(lang) = &f.lang {
+            )));
+        }
+        if let Some(lang) = f.lang.as_ref().filter(|_| needs.lang) {
             must.push(field(FieldCondition::new_match(
                 k.lang.clone(),
                 Match::from(lang.clone()),
             )));
         }
-        if let Some(channel) = &f.channel {
+        if let Some(channel) = f.channel.as_ref().filter(|_| needs.channel) {
             must.push(field(FieldCondition::new_match(
                 k.channels.clone(),
                 Match::from(vec![channel.clone(), ANY_CHANNEL.to_string()]),
             )));
         }
-        Filter {
+        (!must.is_empty()).then(|| Filter {
             must: Some(must),
             ..Filter::new()
-        }
+        })
     }
 
     fn scroll_all(
@@ -427,6 +442,19 @@ impl VectorIndex for EmbeddedIndex {
         points: Vec<Point>,
     ) -> Result<(), IndexError> {
         let chunks = points.len() as u32;
+        let mut scopes: Vec<Scope> = Vec::new();
+        for p in &points {
+            let s = Scope::of(p);
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        {
+            let mut locator = self.locator_mut();
+            for s in &scopes {
+                locator.admit(tenant, article_id, s.clone());
+            }
+        }
         if !points.is_empty() {
             let list = points
                 .into_iter()
@@ -448,7 +476,7 @@ impl VectorIndex for EmbeddedIndex {
         self.apply(UpdateOperation::PointOperation(
             PointOperations::DeletePointsByFilter(stale),
         ))?;
-        self.locator_mut().set(tenant, article_id, chunks);
+        self.locator_mut().set(tenant, article_id, chunks, &scopes);
         Ok(())
     }
 
@@ -456,7 +484,7 @@ impl VectorIndex for EmbeddedIndex {
         self.apply(UpdateOperation::PointOperation(
             PointOperations::DeletePointsByFilter(Self::article_filter(tenant, article_id)?),
         ))?;
-        self.locator_mut().set(tenant, article_id, 0);
+        self.locator_mut().set(tenant, article_id, 0, &[]);
         Ok(())
     }
 
@@ -494,12 +522,15 @@ impl VectorIndex for EmbeddedIndex {
             // Nothing lexical to match (only stop words, say).
             return Ok(Vec::new());
         }
+        // Held to the end of the query: no write can admit a scope that needs a condition
+        // left out here while this search runs (see `locator`).
+        let locator = self.locator();
         let request = QueryRequest {
             prefetches: Vec::new(),
             query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
                 qdrant_edge::NamedQuery::new(vector, using),
             ))),
-            filter: Some(self.search_filter(filter)),
+            filter: self.search_filter(filter, locator.needs(filter)),
             score_threshold: None,
             limit,
             offset: 0,
@@ -523,26 +554,24 @@ impl VectorIndex for EmbeddedIndex {
         let points = self.shard.query(request).map_err(engine)?;
         let mut hits: Vec<Option<Hit>> = Vec::with_capacity(points.len());
         let mut unknown = Vec::new();
-        {
-            let locator = self.locator();
-            for p in &points {
-                let found = match &p.id {
-                    PointId::Uuid(u) => locator.get(u.as_u128()),
-                    PointId::NumId(_) => None,
-                };
-                match found {
-                    Some((article, chunk)) => hits.push(Some(Hit {
-                        article_id: article.to_string(),
-                        chunk,
-                        score: p.score,
-                    })),
-                    None => {
-                        unknown.push((p.id, p.score));
-                        hits.push(None);
-                    }
+        for p in &points {
+            let found = match &p.id {
+                PointId::Uuid(u) => locator.get(u.as_u128()),
+                PointId::NumId(_) => None,
+            };
+            match found {
+                Some((article, chunk)) => hits.push(Some(Hit {
+                    article_id: article.to_string(),
+                    chunk,
+                    score: p.score,
+                })),
+                None => {
+                    unknown.push((p.id, p.score));
+                    hits.push(None);
                 }
             }
         }
+        drop(locator);
         if !unknown.is_empty() {
             let mut read = self.hits_from_payloads(&unknown)?;
             let mut next = unknown.into_iter();

@@ -68,13 +68,25 @@ pub fn run_all<I: VectorIndex>(open: &dyn Fn() -> I) {
     index.delete_all(None).unwrap();
     sparse_search_finds_shared_terms(&index);
     index.delete_all(None).unwrap();
+    filters_hold_as_content_changes(&index);
+    index.delete_all(None).unwrap();
     index
         .replace_article("t1", "kept", 3, vec![point("t1", "kept", 3, 0, 1)])
+        .unwrap();
+    let mut old = point("t1", "expired", 1, 0, 1);
+    old.valid_until = 500;
+    index
+        .replace_article("t1", "expired", 1, vec![old])
         .unwrap();
     index.flush().unwrap();
     drop(index);
     let index = open();
-    assert_eq!(everything(&index, "t1"), ["kept"], "survives reopening");
+    assert_eq!(
+        everything(&index, "t1"),
+        ["kept"],
+        "survives reopening, and so does the filter"
+    );
+    index.delete_article("t1", "expired").unwrap();
     let inv = index.inventory().unwrap();
     assert_eq!(inv.len(), 1);
     assert!(inv[0].is_complete(3));
@@ -151,6 +163,57 @@ fn filters_narrow(index: &dyn VectorIndex) {
         articles(&index.search(&q, &filter("t2"), 10).unwrap()),
         ["theirs"]
     );
+}
+
+/// A back-end may leave out conditions every point meets; whatever it keeps, each write
+/// must show in the very next search.
+fn filters_hold_as_content_changes(index: &dyn VectorIndex) {
+    let q = Query::Dense(unit([1.0; DIM]));
+    let found = |lang: Option<&str>, channel: Option<&str>, tenant: &str| {
+        let mut f = filter(tenant);
+        f.lang = lang.map(Into::into);
+        f.channel = channel.map(Into::into);
+        let mut a = articles(&index.search(&q, &f, 10).unwrap());
+        let s = Query::Sparse(point(tenant, "a", 1, 0, 1).sparse);
+        a.extend(articles(&index.search(&s, &f, 10).unwrap()));
+        a.sort();
+        a.dedup();
+        a
+    };
+    let put = |p: Point| {
+        let (t, a, v) = (p.tenant.clone(), p.article_id.clone(), p.version);
+        index.replace_article(&t, &a, v, vec![p]).unwrap();
+    };
+    put(point("t1", "a", 1, 0, 1));
+    assert_eq!(found(Some("en"), Some("chat"), "t1"), ["a"]);
+    let mut expired = point("t1", "a", 2, 0, 1);
+    expired.valid_until = 500;
+    put(expired);
+    assert!(
+        found(Some("en"), Some("chat"), "t1").is_empty(),
+        "a new version out of its window is gone at once"
+    );
+    put(point("t1", "a", 3, 0, 1));
+    assert_eq!(found(Some("en"), Some("chat"), "t1"), ["a"]);
+    let mut phone = point("t1", "b", 1, 0, 1);
+    phone.channels = vec!["voice".into()];
+    put(phone);
+    assert_eq!(found(Some("en"), Some("chat"), "t1"), ["a"]);
+    assert_eq!(found(Some("en"), Some("voice"), "t1"), ["a", "b"]);
+    index.delete_article("t1", "b").unwrap();
+    let mut zh = point("t1", "c", 1, 0, 1);
+    zh.lang = "zh".into();
+    put(zh);
+    assert_eq!(found(Some("en"), None, "t1"), ["a"]);
+    assert_eq!(found(Some("zh"), None, "t1"), ["c"]);
+    index.delete_article("t1", "c").unwrap();
+    assert!(found(Some("zh"), None, "t1").is_empty());
+    put(point("t2", "z", 1, 0, 1));
+    assert_eq!(found(Some("en"), None, "t1"), ["a"]);
+    assert_eq!(found(Some("en"), None, "t2"), ["z"]);
+    index.delete_all(Some("t2")).unwrap();
+    assert_eq!(found(Some("en"), None, "t1"), ["a"]);
+    assert!(found(Some("en"), None, "t2").is_empty());
 }
 
 fn replacing_leaves_no_stale_chunks(index: &dyn VectorIndex) {

@@ -42,6 +42,8 @@ pub struct EmbeddedIndex {
     /// Set when the dense vectors have int8 copies: searched first, re-scored after.
     quantized_search: Option<QuantizationSearchParams>,
     acorn: bool,
+    /// Exhaustive search instead of the graph walk (benches measure recall against it).
+    exact: bool,
     keys: Keys,
     /// Each point's article and chunk, so that searches read no payloads.
     locator: RwLock<Locator>,
@@ -219,6 +221,7 @@ impl EmbeddedIndex {
                 },
             ),
             acorn: tuning.acorn,
+            exact: false,
             keys: Keys::new()?,
             locator: RwLock::new(Locator::default()),
             opening_inventory: std::sync::Mutex::new(None),
@@ -285,11 +288,12 @@ impl EmbeddedIndex {
         self.locator().len()
     }
 
-    /// Hits for the points the locator does not know yet, from their payloads.
+    /// Where the points the locator does not know yet (or whose language a write is
+    /// changing) are, from their payloads.
     fn hits_from_payloads(
         &self,
         points: &[(PointId, f32)],
-    ) -> Result<HashMap<PointId, (String, u32)>, IndexError> {
+    ) -> Result<HashMap<PointId, FromPayload>, IndexError> {
         let ids: Vec<PointId> = points.iter().map(|(id, _)| *id).collect();
         let records = self
             .shard
@@ -298,6 +302,7 @@ impl EmbeddedIndex {
                 Some(WithPayloadInterface::Fields(vec![
                     self.keys.article.clone(),
                     self.keys.chunk.clone(),
+                    self.keys.lang.clone(),
                 ])),
                 None,
             )
@@ -308,7 +313,15 @@ impl EmbeddedIndex {
                 let payload = r.payload?;
                 let article = payload.0.get("article")?.as_str()?.to_string();
                 let chunk = payload.0.get("chunk")?.as_u64()? as u32;
-                Some((r.id, (article, chunk)))
+                let lang = payload.0.get("lang")?.as_str()?.to_string();
+                Some((
+                    r.id,
+                    FromPayload {
+                        article,
+                        chunk,
+                        lang,
+                    },
+                ))
             })
             .collect())
     }
@@ -316,6 +329,11 @@ impl EmbeddedIndex {
     /// Changes how many candidates a search explores, for comparisons on one built index.
     pub fn set_hnsw_ef(&mut self, hnsw_ef: usize) {
         self.hnsw_ef = hnsw_ef.max(1);
+    }
+
+    /// Searches exhaustively (true) or by the graph, for recall measurements.
+    pub fn set_exact(&mut self, exact: bool) {
+        self.exact = exact;
     }
 
     /// Segments and how many of the dense vectors an HNSW graph covers (the rest are
@@ -399,6 +417,12 @@ impl EmbeddedIndex {
     }
 }
 
+struct FromPayload {
+    article: String,
+    chunk: u32,
+    lang: String,
+}
+
 fn to_point(p: Point) -> Result<qdrant_edge::PointStructPersisted, IndexError> {
     let id = PointId::Uuid(Uuid::from_bytes(point_uuid(
         &p.tenant,
@@ -431,6 +455,122 @@ fn to_point(p: Point) -> Result<qdrant_edge::PointStructPersisted, IndexError> {
     ]);
     // Payload is always a JSON object here, which `PointStruct::new` requires.
     Ok(qdrant_edge::PointStruct::new(id, vectors, payload).into())
+}
+
+impl EmbeddedIndex {
+    /// One query. With `lang_after`, a language most of the tenant's articles share is
+    /// checked on the hits instead of in the graph walk; `None` when that left fewer than
+    /// `limit` hits though more might match (the caller searches again without it).
+    fn search_once(
+        &self,
+        query: &Query,
+        filter: &SearchFilter,
+        limit: usize,
+        lang_after: bool,
+    ) -> Result<Option<Vec<Hit>>, IndexError> {
+        let (vector, using) = match query {
+            Query::Dense(v) => (VectorInternal::Dense(v.clone()), DENSE),
+            Query::Sparse(s) => (
+                VectorInternal::Sparse(qdrant_edge::SparseVector {
+                    indices: s.indices.clone(),
+                    values: s.values.clone(),
+                }),
+                SPARSE,
+            ),
+        };
+        // Held to the end of the query: no write can admit a scope that needs a condition
+        // left out here while this search runs (see `locator`).
+        let locator = self.locator();
+        let mut needs = locator.needs(filter);
+        let after = if lang_after && needs.lang {
+            locator.lang_after(filter)
+        } else {
+            None
+        };
+        // A few more hits than asked, for those the language check drops.
+        let asked = match after {
+            Some(a) => {
+                needs.lang = false;
+                limit + limit.min(usize::try_from(a.others.saturating_mul(8)).unwrap_or(limit))
+            }
+            None => limit,
+        };
+        let request = QueryRequest {
+            prefetches: Vec::new(),
+            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
+                qdrant_edge::NamedQuery::new(vector, using),
+            ))),
+            filter: self.search_filter(filter, needs),
+            score_threshold: None,
+            limit: asked,
+            offset: 0,
+            params: Some(SearchParams {
+                hnsw_ef: Some(self.hnsw_ef.max(asked)),
+                exact: self.exact,
+                quantization: match query {
+                    Query::Dense(_) => self.quantized_search,
+                    Query::Sparse(_) => None,
+                },
+                acorn: (self.acorn && matches!(query, Query::Dense(_))).then_some(
+                    AcornSearchParams {
+                        enable: true,
+                        max_selectivity: None,
+                    },
+                ),
+                ..Default::default()
+            }),
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Bool(false),
+        };
+        let points = self.shard.query(request).map_err(engine)?;
+        let mut hits: Vec<Option<Hit>> = Vec::with_capacity(points.len());
+        let mut unknown = Vec::new();
+        for p in &points {
+            let found = match &p.id {
+                PointId::Uuid(u) => locator.get(u.as_u128()),
+                PointId::NumId(_) => None,
+            };
+            match found {
+                Some(w) if after.is_none_or(|a| w.lang == Some(a.lang)) => hits.push(Some(Hit {
+                    article_id: w.article.to_string(),
+                    chunk: w.chunk,
+                    score: p.score,
+                })),
+                // Another language's point.
+                Some(w) if w.lang.is_some() => {}
+                _ => {
+                    unknown.push((p.id, p.score));
+                    hits.push(None);
+                }
+            }
+        }
+        let wanted = after.and_then(|a| locator.lang_of(a.lang).map(str::to_string));
+        drop(locator);
+        if !unknown.is_empty() {
+            let mut read = self.hits_from_payloads(&unknown)?;
+            let mut next = unknown.into_iter();
+            for slot in hits.iter_mut().filter(|h| h.is_none()) {
+                let Some((id, score)) = next.next() else {
+                    break;
+                };
+                // A point deleted meanwhile has no payload left: it is dropped.
+                *slot = read
+                    .remove(&id)
+                    .filter(|found| wanted.as_ref().is_none_or(|w| *w == found.lang))
+                    .map(|found| Hit {
+                        article_id: found.article,
+                        chunk: found.chunk,
+                        score,
+                    });
+            }
+        }
+        let mut hits: Vec<Hit> = hits.into_iter().flatten().collect();
+        if after.is_some() && hits.len() < limit && points.len() == asked {
+            return Ok(None);
+        }
+        hits.truncate(limit);
+        Ok(Some(hits))
+    }
 }
 
 impl VectorIndex for EmbeddedIndex {
@@ -506,88 +646,19 @@ impl VectorIndex for EmbeddedIndex {
         filter: &SearchFilter,
         limit: usize,
     ) -> Result<Vec<Hit>, IndexError> {
-        let (vector, using) = match query {
-            Query::Dense(v) => (VectorInternal::Dense(v.clone()), DENSE),
-            Query::Sparse(s) => (
-                VectorInternal::Sparse(qdrant_edge::SparseVector {
-                    indices: s.indices.clone(),
-                    values: s.values.clone(),
-                }),
-                SPARSE,
-            ),
-        };
-        if let VectorInternal::Sparse(s) = &vector
+        if let Query::Sparse(s) = query
             && s.indices.is_empty()
         {
             // Nothing lexical to match (only stop words, say).
             return Ok(Vec::new());
         }
-        // Held to the end of the query: no write can admit a scope that needs a condition
-        // left out here while this search runs (see `locator`).
-        let locator = self.locator();
-        let request = QueryRequest {
-            prefetches: Vec::new(),
-            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
-                qdrant_edge::NamedQuery::new(vector, using),
-            ))),
-            filter: self.search_filter(filter, locator.needs(filter)),
-            score_threshold: None,
-            limit,
-            offset: 0,
-            params: Some(SearchParams {
-                hnsw_ef: Some(self.hnsw_ef.max(limit)),
-                quantization: match query {
-                    Query::Dense(_) => self.quantized_search,
-                    Query::Sparse(_) => None,
-                },
-                acorn: (self.acorn && matches!(query, Query::Dense(_))).then_some(
-                    AcornSearchParams {
-                        enable: true,
-                        max_selectivity: None,
-                    },
-                ),
-                ..Default::default()
-            }),
-            with_vector: WithVector::Bool(false),
-            with_payload: WithPayloadInterface::Bool(false),
-        };
-        let points = self.shard.query(request).map_err(engine)?;
-        let mut hits: Vec<Option<Hit>> = Vec::with_capacity(points.len());
-        let mut unknown = Vec::new();
-        for p in &points {
-            let found = match &p.id {
-                PointId::Uuid(u) => locator.get(u.as_u128()),
-                PointId::NumId(_) => None,
-            };
-            match found {
-                Some((article, chunk)) => hits.push(Some(Hit {
-                    article_id: article.to_string(),
-                    chunk,
-                    score: p.score,
-                })),
-                None => {
-                    unknown.push((p.id, p.score));
-                    hits.push(None);
-                }
-            }
+        match self.search_once(query, filter, limit, true)? {
+            Some(hits) => Ok(hits),
+            // Too many hits in other languages: again, with the language in the filter.
+            None => Ok(self
+                .search_once(query, filter, limit, false)?
+                .unwrap_or_default()),
         }
-        drop(locator);
-        if !unknown.is_empty() {
-            let mut read = self.hits_from_payloads(&unknown)?;
-            let mut next = unknown.into_iter();
-            for slot in hits.iter_mut().filter(|h| h.is_none()) {
-                let Some((id, score)) = next.next() else {
-                    break;
-                };
-                // A point deleted meanwhile has no payload left: it is dropped.
-                *slot = read.remove(&id).map(|(article_id, chunk)| Hit {
-                    article_id,
-                    chunk,
-                    score,
-                });
-            }
-        }
-        Ok(hits.into_iter().flatten().collect())
     }
 
     fn inventory(&self) -> Result<Vec<Indexed>, IndexError> {

@@ -12,6 +12,10 @@
 //! exact: a write admits its articles' scope before their points go in and retires the
 //! old scope only after the old points are gone, and a search holds the locator from the
 //! choice of conditions to the end of its query.
+//!
+//! A language most of the tenant's articles share is checked after the search instead:
+//! each point's language is held here too, the search asks for a few more hits and drops
+//! the other languages' (searching again with the condition if too few are left).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,12 +104,46 @@ struct Article {
     scopes: Vec<Scope>,
 }
 
+/// Languages of other articles under this share of a tenant's are filtered after the
+/// search rather than in it.
+const MINORITY_SHARE: f64 = 0.1;
+
+/// Where a point is: its article, its chunk and its article's language.
+#[derive(Debug)]
+struct Located {
+    article: Arc<str>,
+    chunk: u32,
+    /// An index into `Locator::langs` plus one; 0 while a write is changing it.
+    lang: u16,
+}
+
+/// A point's whereabouts, as searches read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Whereabouts<'a> {
+    pub article: &'a str,
+    pub chunk: u32,
+    /// `None` while a write is changing the article's language.
+    pub lang: Option<LangId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LangId(u16);
+
+/// The language condition checked after the search: the language asked for, and how many
+/// of the tenant's articles are in others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LangAfter {
+    pub lang: LangId,
+    pub others: u64,
+}
+
 /// About 60 bytes a chunk: 60 MB for a million.
 #[derive(Debug, Default)]
 pub(crate) struct Locator {
-    points: HashMap<u128, (Arc<str>, u32)>,
+    points: HashMap<u128, Located>,
     articles: HashMap<(String, String), Article>,
     tenants: HashMap<String, TenantScopes>,
+    langs: Vec<Arc<str>>,
 }
 
 pub(crate) fn point_key(tenant: &str, article_id: &str, chunk: u32) -> u128 {
@@ -113,9 +151,27 @@ pub(crate) fn point_key(tenant: &str, article_id: &str, chunk: u32) -> u128 {
 }
 
 impl Locator {
-    /// A point found in the index (at open).
+    fn lang_id(&mut self, lang: &str) -> u16 {
+        if let Some(i) = self.langs.iter().position(|l| &**l == lang) {
+            return i as u16 + 1;
+        }
+        if self.langs.len() >= usize::from(u16::MAX - 1) {
+            return 0;
+        }
+        self.langs.push(Arc::from(lang));
+        self.langs.len() as u16
+    }
+
+    pub(crate) fn lang_of(&self, id: LangId) -> Option<&str> {
+        self.langs
+            .get(usize::from(id.0).checked_sub(1)?)
+            .map(|l| &**l)
+    }
+
+    /// A point found in the index (at open), with its own payload's scope.
     pub(crate) fn add(&mut self, tenant: &str, article_id: &str, chunk: u32, scope: Scope) {
-        self.admit(tenant, article_id, scope);
+        let lang = self.lang_id(&scope.lang);
+        self.count_in(tenant, article_id, scope);
         let held = &mut self
             .articles
             .entry((tenant.to_string(), article_id.to_string()))
@@ -124,25 +180,51 @@ impl Locator {
         *held = (*held).max(chunk + 1);
         self.points.insert(
             point_key(tenant, article_id, chunk),
-            (Arc::from(article_id), chunk),
+            Located {
+                article: Arc::from(article_id),
+                chunk,
+                lang,
+            },
         );
     }
 
-    /// Before points of this scope are written: from now on searches keep the
-    /// conditions it needs.
-    pub(crate) fn admit(&mut self, tenant: &str, article_id: &str, scope: Scope) {
+    /// Counts `scope` as the article's; false when it already was.
+    fn count_in(&mut self, tenant: &str, article_id: &str, scope: Scope) -> bool {
         let a = self
             .articles
             .entry((tenant.to_string(), article_id.to_string()))
             .or_default();
         if a.scopes.contains(&scope) {
-            return;
+            return false;
         }
         self.tenants
             .entry(tenant.to_string())
             .or_default()
             .count(&scope, true);
         a.scopes.push(scope);
+        true
+    }
+
+    /// Before points of this scope are written: from now on searches keep the
+    /// conditions it needs, and an article changing language has its points' language
+    /// read from the index until the write is done.
+    pub(crate) fn admit(&mut self, tenant: &str, article_id: &str, scope: Scope) {
+        let lang = scope.lang.clone();
+        if !self.count_in(tenant, article_id, scope) {
+            return;
+        }
+        let key = (tenant.to_string(), article_id.to_string());
+        let Some(a) = self.articles.get(&key) else {
+            return;
+        };
+        if a.scopes.iter().all(|s| s.lang == lang) {
+            return;
+        }
+        for c in 0..a.chunks {
+            if let Some(p) = self.points.get_mut(&point_key(tenant, article_id, c)) {
+                p.lang = 0;
+            }
+        }
     }
 
     /// After a write: the article holds chunks `0..chunks` (0: it is gone), of the
@@ -174,9 +256,21 @@ impl Locator {
             }
         }
         let name: Arc<str> = Arc::from(article_id);
+        let lang = match scopes {
+            [first, rest @ ..] if rest.iter().all(|s| s.lang == first.lang) => {
+                self.lang_id(&first.lang)
+            }
+            _ => 0,
+        };
         for c in 0..chunks {
-            self.points
-                .insert(point_key(tenant, article_id, c), (name.clone(), c));
+            self.points.insert(
+                point_key(tenant, article_id, c),
+                Located {
+                    article: name.clone(),
+                    chunk: c,
+                    lang,
+                },
+            );
         }
         self.articles.insert(
             key,
@@ -211,6 +305,23 @@ impl Locator {
         }
     }
 
+    /// When `f`'s language is better checked after the search: the tenant's other
+    /// languages are a small minority of its articles (`needs` keeps the condition).
+    pub(crate) fn lang_after(&self, f: &SearchFilter) -> Option<LangAfter> {
+        let lang = f.lang.as_deref()?;
+        let t = self.tenants.get(&f.tenant)?;
+        let own = *t.langs.get(lang)?;
+        let others = t.scopes.saturating_sub(own);
+        if others as f64 > MINORITY_SHARE * t.scopes as f64 {
+            return None;
+        }
+        let i = self.langs.iter().position(|l| &**l == lang)?;
+        Some(LangAfter {
+            lang: LangId(i as u16 + 1),
+            others,
+        })
+    }
+
     /// Forgets one tenant's points, or every point.
     pub(crate) fn forget(&mut self, tenant: Option<&str>) {
         let Some(tenant) = tenant else {
@@ -232,8 +343,12 @@ impl Locator {
         self.tenants.remove(tenant);
     }
 
-    pub(crate) fn get(&self, point: u128) -> Option<(&str, u32)> {
-        self.points.get(&point).map(|(a, c)| (&**a, *c))
+    pub(crate) fn get(&self, point: u128) -> Option<Whereabouts<'_>> {
+        self.points.get(&point).map(|p| Whereabouts {
+            article: &p.article,
+            chunk: p.chunk,
+            lang: (p.lang > 0).then_some(LangId(p.lang)),
+        })
     }
 
     #[cfg(test)]
@@ -245,6 +360,14 @@ impl Locator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(l: &Locator, key: u128) -> Option<(&str, u32)> {
+        l.get(key).map(|w| (w.article, w.chunk))
+    }
+
+    fn lang_at<'a>(l: &'a Locator, key: u128) -> Option<&'a str> {
+        l.get(key).and_then(|w| w.lang).and_then(|id| l.lang_of(id))
+    }
 
     fn plain() -> Scope {
         Scope::new("en", VALID_FROM_OPEN, VALID_UNTIL_OPEN, true)
@@ -266,16 +389,16 @@ mod tests {
         l.set("t1", "b", 2, &[plain()]);
         l.set("t2", "a", 1, &[plain()]);
         assert_eq!(l.len(), 6);
-        assert_eq!(l.get(point_key("t1", "a", 2)), Some(("a", 2)));
+        assert_eq!(at(&l, point_key("t1", "a", 2)), Some(("a", 2)));
         l.set("t1", "a", 1, &[plain()]);
-        assert_eq!(l.get(point_key("t1", "a", 2)), None);
-        assert_eq!(l.get(point_key("t1", "a", 0)), Some(("a", 0)));
+        assert_eq!(at(&l, point_key("t1", "a", 2)), None);
+        assert_eq!(at(&l, point_key("t1", "a", 0)), Some(("a", 0)));
         assert_eq!(l.len(), 4);
         l.set("t1", "b", 0, &[]);
-        assert_eq!(l.get(point_key("t1", "b", 0)), None);
+        assert_eq!(at(&l, point_key("t1", "b", 0)), None);
         l.forget(Some("t1"));
         assert_eq!(l.len(), 1);
-        assert_eq!(l.get(point_key("t2", "a", 0)), Some(("a", 0)));
+        assert_eq!(at(&l, point_key("t2", "a", 0)), Some(("a", 0)));
         l.forget(None);
         assert_eq!(l.len(), 0);
     }
@@ -288,7 +411,7 @@ mod tests {
         l.add("t1", "a", 0, plain());
         l.set("t1", "a", 1, &[plain()]);
         assert_eq!(l.len(), 1);
-        assert_eq!(l.get(point_key("t1", "a", 2)), None);
+        assert_eq!(at(&l, point_key("t1", "a", 2)), None);
     }
 
     #[test]
@@ -347,5 +470,46 @@ mod tests {
             l.needs(&search("t1", Some("zh"), None)).lang,
             "a language the tenant lacks is kept (and finds nothing)"
         );
+    }
+
+    #[test]
+    fn a_minority_language_is_checked_after_and_a_changing_one_is_not_trusted() {
+        let mut l = Locator::default();
+        let zh = Scope::new("zh", VALID_FROM_OPEN, VALID_UNTIL_OPEN, true);
+        for i in 0..10 {
+            l.set("t1", &format!("en{i}"), 1, &[plain()]);
+        }
+        l.set("t1", "zh", 3, std::slice::from_ref(&zh));
+        let en = search("t1", Some("en"), None);
+        assert!(l.needs(&en).lang);
+        let after = l.lang_after(&en).unwrap();
+        assert_eq!(after.others, 1);
+        assert_eq!(l.lang_of(after.lang), Some("en"));
+        assert_eq!(lang_at(&l, point_key("t1", "zh", 2)), Some("zh"));
+        assert_eq!(
+            l.lang_after(&search("t1", Some("zh"), None)),
+            None,
+            "the minority's own searches keep the condition"
+        );
+        // One more article in another language crosses the 10% line.
+        l.set(
+            "t1",
+            "fr",
+            1,
+            &[Scope::new("fr", VALID_FROM_OPEN, VALID_UNTIL_OPEN, true)],
+        );
+        assert_eq!(l.lang_after(&en), None);
+        l.set("t1", "fr", 0, &[]);
+        assert!(l.lang_after(&en).is_some());
+
+        // en0 is rewritten in Chinese: between admitting the new scope and the end of the
+        // write, its points' language is unknown (read from the index instead).
+        l.admit("t1", "en0", zh.clone());
+        assert_eq!(l.get(point_key("t1", "en0", 0)).unwrap().lang, None);
+        l.set("t1", "en0", 1, std::slice::from_ref(&zh));
+        assert_eq!(lang_at(&l, point_key("t1", "en0", 0)), Some("zh"));
+        // Rewritten in the same language: nothing to distrust.
+        l.admit("t1", "en1", Scope::new("en", 5, VALID_UNTIL_OPEN, true));
+        assert_eq!(lang_at(&l, point_key("t1", "en1", 0)), Some("en"));
     }
 }

@@ -70,6 +70,8 @@ pub fn run_all<I: VectorIndex>(open: &dyn Fn() -> I) {
     index.delete_all(None).unwrap();
     filters_hold_as_content_changes(&index);
     index.delete_all(None).unwrap();
+    a_minority_language_never_crowds_out_the_asked_one(&index);
+    index.delete_all(None).unwrap();
     index
         .replace_article("t1", "kept", 3, vec![point("t1", "kept", 3, 0, 1)])
         .unwrap();
@@ -214,6 +216,41 @@ fn filters_hold_as_content_changes(index: &dyn VectorIndex) {
     index.delete_all(Some("t2")).unwrap();
     assert_eq!(found(Some("en"), None, "t1"), ["a"]);
     assert!(found(Some("en"), None, "t2").is_empty());
+}
+
+/// A back-end may check a language most articles share after the search: the other
+/// languages' hits must neither show nor leave the search short.
+fn a_minority_language_never_crowds_out_the_asked_one(index: &dyn VectorIndex) {
+    let q = unit([1.0; DIM]);
+    for i in 0..12 {
+        let mut p = point("t1", &format!("en{i}"), 1, 0, 1);
+        p.dense = unit([1.0, 0.5 + i as f32, 0.1, 0.1]);
+        index
+            .replace_article("t1", &p.article_id.clone(), 1, vec![p])
+            .unwrap();
+    }
+    // One Chinese article whose 40 chunks are all nearer the query than any English one.
+    let zh: Vec<Point> = (0..40)
+        .map(|c| {
+            let mut p = point("t1", "zh", 1, c, 40);
+            p.lang = "zh".into();
+            p.dense = q.clone();
+            p
+        })
+        .collect();
+    index.replace_article("t1", "zh", 1, zh).unwrap();
+    let mut f = filter("t1");
+    f.lang = Some("en".into());
+    let hits = index.search(&Query::Dense(q.clone()), &f, 5).unwrap();
+    assert_eq!(hits.len(), 5, "{hits:?}");
+    assert!(
+        hits.iter().all(|h| h.article_id.starts_with("en")),
+        "{hits:?}"
+    );
+    f.lang = Some("zh".into());
+    let hits = index.search(&Query::Dense(q), &f, 5).unwrap();
+    assert_eq!(hits.len(), 5);
+    assert!(hits.iter().all(|h| h.article_id == "zh"));
 }
 
 fn replacing_leaves_no_stale_chunks(index: &dyn VectorIndex) {

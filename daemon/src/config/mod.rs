@@ -142,7 +142,7 @@ impl Default for IndexConfig {
             hnsw_ef: IndexTuning::default().hnsw_ef,
             hnsw_m: IndexTuning::default().hnsw_m,
             hnsw_ef_construct: IndexTuning::default().hnsw_ef_construct,
-            quantization: "none".into(),
+            quantization: "int8".into(),
             quantization_oversampling: IndexTuning::default().oversampling,
             acorn: IndexTuning::default().acorn,
             max_segment_mb: 0,

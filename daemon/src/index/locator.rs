@@ -365,7 +365,7 @@ mod tests {
         l.get(key).map(|w| (w.article, w.chunk))
     }
 
-    fn lang_at<'a>(l: &'a Locator, key: u128) -> Option<&'a str> {
+    fn lang_at(l: &Locator, key: u128) -> Option<&str> {
         l.get(key).and_then(|w| w.lang).and_then(|id| l.lang_of(id))
     }
 

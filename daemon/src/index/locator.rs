@@ -171,13 +171,19 @@ impl Locator {
     /// A point found in the index (at open), with its own payload's scope.
     pub(crate) fn add(&mut self, tenant: &str, article_id: &str, chunk: u32, scope: Scope) {
         let lang = self.lang_id(&scope.lang);
-        self.count_in(tenant, article_id, scope);
-        let held = &mut self
+        // One lookup per point: a million of them at open.
+        let a = self
             .articles
             .entry((tenant.to_string(), article_id.to_string()))
-            .or_default()
-            .chunks;
-        *held = (*held).max(chunk + 1);
+            .or_default();
+        a.chunks = a.chunks.max(chunk + 1);
+        if !a.scopes.contains(&scope) {
+            self.tenants
+                .entry(tenant.to_string())
+                .or_default()
+                .count(&scope, true);
+            a.scopes.push(scope);
+        }
         self.points.insert(
             point_key(tenant, article_id, chunk),
             Located {

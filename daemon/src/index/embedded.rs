@@ -251,6 +251,8 @@ impl EmbeddedIndex {
                     all_channels,
                 );
                 locator.add(t, a, c as u32, scope);
+            } else {
+                locator.add_stray();
             }
             inventory.add(
                 s("tenant").unwrap_or("").to_string(),
@@ -313,7 +315,9 @@ impl EmbeddedIndex {
                 let payload = r.payload?;
                 let article = payload.0.get("article")?.as_str()?.to_string();
                 let chunk = payload.0.get("chunk")?.as_u64()? as u32;
-                let lang = payload.0.get("lang")?.as_str()?.to_string();
+                // Read only to check it; a point without one fails any language check.
+                let lang = payload.0.get("lang").and_then(Value::as_str).unwrap_or("");
+                let lang = lang.to_string();
                 Some((
                     r.id,
                     FromPayload {

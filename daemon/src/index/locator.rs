@@ -144,6 +144,9 @@ pub(crate) struct Locator {
     articles: HashMap<(String, String), Article>,
     tenants: HashMap<String, TenantScopes>,
     langs: Vec<Arc<str>>,
+    /// Points found at open without a tenant, article or chunk (no version writes such):
+    /// while any is held, no condition is left out.
+    strays: u64,
 }
 
 pub(crate) fn point_key(tenant: &str, article_id: &str, chunk: u32) -> u128 {
@@ -192,6 +195,11 @@ impl Locator {
                 lang,
             },
         );
+    }
+
+    /// A point found at open whose payload does not say where it belongs.
+    pub(crate) fn add_stray(&mut self) {
+        self.strays += 1;
     }
 
     /// Counts `scope` as the article's; false when it already was.
@@ -298,7 +306,7 @@ impl Locator {
 
     /// The conditions of `f` that some point of the index could fail.
     pub(crate) fn needs(&self, f: &SearchFilter) -> Needs {
-        let Some(t) = self.tenants.get(&f.tenant) else {
+        let Some(t) = self.tenants.get(&f.tenant).filter(|_| self.strays == 0) else {
             return Needs::ALL;
         };
         let only_lang = |l: &str| t.langs.len() == 1 && t.langs.contains_key(l);
@@ -315,7 +323,7 @@ impl Locator {
     /// languages are a small minority of its articles (`needs` keeps the condition).
     pub(crate) fn lang_after(&self, f: &SearchFilter) -> Option<LangAfter> {
         let lang = f.lang.as_deref()?;
-        let t = self.tenants.get(&f.tenant)?;
+        let t = self.tenants.get(&f.tenant).filter(|_| self.strays == 0)?;
         let own = *t.langs.get(lang)?;
         let others = t.scopes.saturating_sub(own);
         if others as f64 > MINORITY_SHARE * t.scopes as f64 {
@@ -334,6 +342,7 @@ impl Locator {
             self.points.clear();
             self.articles.clear();
             self.tenants.clear();
+            self.strays = 0;
             return;
         };
         let points = &mut self.points;
@@ -472,6 +481,13 @@ mod tests {
         assert!(l.needs(&f).tenant, "a second tenant brings the tenant back");
         l.forget(Some("t2"));
         assert!(!l.needs(&f).tenant);
+        l.add_stray();
+        assert_eq!(
+            l.needs(&f),
+            Needs::ALL,
+            "a point of unknown scope keeps everything"
+        );
+        l.strays = 0;
         assert!(
             l.needs(&search("t1", Some("zh"), None)).lang,
             "a language the tenant lacks is kept (and finds nothing)"

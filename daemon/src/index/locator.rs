@@ -97,6 +97,21 @@ impl TenantScopes {
     }
 }
 
+/// Counts `scope` in or out of `tenant`'s; a tenant with nothing left goes.
+fn tally(tenants: &mut HashMap<String, TenantScopes>, tenant: &str, scope: &Scope, up: bool) {
+    if up {
+        tenants
+            .entry(tenant.to_string())
+            .or_default()
+            .count(scope, true);
+    } else if let Some(t) = tenants.get_mut(tenant) {
+        t.count(scope, false);
+        if t.scopes == 0 {
+            tenants.remove(tenant);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Article {
     /// Chunks `0..chunks` are in the index: the points to forget when it shrinks or goes.
@@ -181,10 +196,7 @@ impl Locator {
             .or_default();
         a.chunks = a.chunks.max(chunk + 1);
         if !a.scopes.contains(&scope) {
-            self.tenants
-                .entry(tenant.to_string())
-                .or_default()
-                .count(&scope, true);
+            tally(&mut self.tenants, tenant, &scope, true);
             a.scopes.push(scope);
         }
         self.points.insert(
@@ -211,10 +223,7 @@ impl Locator {
         if a.scopes.contains(&scope) {
             return false;
         }
-        self.tenants
-            .entry(tenant.to_string())
-            .or_default()
-            .count(&scope, true);
+        tally(&mut self.tenants, tenant, &scope, true);
         a.scopes.push(scope);
         true
     }
@@ -254,7 +263,7 @@ impl Locator {
             if chunks > 0 && scopes.contains(&s) {
                 kept.push(s);
             } else {
-                self.retire(tenant, &s);
+                tally(&mut self.tenants, tenant, &s, false);
             }
         }
         if chunks == 0 {
@@ -262,10 +271,7 @@ impl Locator {
         }
         for s in scopes {
             if !kept.contains(s) {
-                self.tenants
-                    .entry(tenant.to_string())
-                    .or_default()
-                    .count(s, true);
+                tally(&mut self.tenants, tenant, s, true);
                 kept.push(s.clone());
             }
         }
@@ -293,15 +299,6 @@ impl Locator {
                 scopes: kept,
             },
         );
-    }
-
-    fn retire(&mut self, tenant: &str, scope: &Scope) {
-        if let Some(t) = self.tenants.get_mut(tenant) {
-            t.count(scope, false);
-            if t.scopes == 0 {
-                self.tenants.remove(tenant);
-            }
-        }
     }
 
     /// The conditions of `f` that some point of the index could fail.

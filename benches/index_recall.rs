@@ -147,7 +147,9 @@ fn main() -> anyhow::Result<()> {
         tenant: a.tenant.clone(),
         lang: Some(a.lang.clone()),
         channel: None,
-        at_ms: 1_800_000_000_000,
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64,
     };
     index.set_exact(true);
     let truth: Vec<Vec<f32>> = queries

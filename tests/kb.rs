@@ -483,6 +483,34 @@ fn numbered(n: usize, tag: &str) -> Vec<pb::Article> {
         .collect()
 }
 
+/// With one Chinese article among a dozen English ones, the index checks the language on
+/// its hits rather than in the graph walk: Chinese chunks, the nearest to a Chinese query,
+/// must still never answer a search in English, and the search still fills its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_language_most_articles_share_lets_no_other_through() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start(&model, "").await;
+    let mut kb = Kb::new(d.channel().await);
+    let mut articles = numbered(12, "fee");
+    articles.push(bank_kb().remove(3));
+    assert_eq!(articles[12].lang, "zh");
+    upsert(&mut kb, &d.token, articles).await;
+    let ask = |lang: &str| pb::SearchRequest {
+        lang: lang.into(),
+        limit: 5,
+        ..search_req("信用卡丢失")
+    };
+    let en = search(&mut kb, &d.token, ask("en")).await;
+    assert_eq!(en.len(), 5, "{en:?}");
+    assert!(
+        en.iter().all(|h| h.article_id.starts_with("fee-")),
+        "{en:?}"
+    );
+    let zh = search(&mut kb, &d.token, ask("zh")).await;
+    assert_eq!(zh.len(), 1, "{zh:?}");
+    assert_eq!(zh[0].article_id, "card-lost-zh");
+}
+
 /// A rebuild rewrites the index under the searches, never empties it first: an article in
 /// the last group rebuilt is found by every search made while the rebuild runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,33 +214,21 @@ impl Locator {
         self.strays += 1;
     }
 
-    /// Counts `scope` as the article's; false when it already was.
-    fn count_in(&mut self, tenant: &str, article_id: &str, scope: Scope) -> bool {
+    /// Before points of this scope are written: from now on searches keep the
+    /// conditions it needs, and an article changing language has its points' language
+    /// read from the index until the write is done.
+    pub(crate) fn admit(&mut self, tenant: &str, article_id: &str, scope: Scope) {
         let a = self
             .articles
             .entry((tenant.to_string(), article_id.to_string()))
             .or_default();
         if a.scopes.contains(&scope) {
-            return false;
+            return;
         }
         tally(&mut self.tenants, tenant, &scope, true);
+        let changes_lang = a.scopes.iter().any(|s| s.lang != scope.lang);
         a.scopes.push(scope);
-        true
-    }
-
-    /// Before points of this scope are written: from now on searches keep the
-    /// conditions it needs, and an article changing language has its points' language
-    /// read from the index until the write is done.
-    pub(crate) fn admit(&mut self, tenant: &str, article_id: &str, scope: Scope) {
-        let lang = scope.lang.clone();
-        if !self.count_in(tenant, article_id, scope) {
-            return;
-        }
-        let key = (tenant.to_string(), article_id.to_string());
-        let Some(a) = self.articles.get(&key) else {
-            return;
-        };
-        if a.scopes.iter().all(|s| s.lang == lang) {
+        if !changes_lang {
             return;
         }
         for c in 0..a.chunks {

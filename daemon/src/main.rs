@@ -14,6 +14,9 @@ use confidant_daemon::rpc;
 use confidant_daemon::store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "confidantd",

@@ -175,7 +175,7 @@ pub(crate) fn save(c: &Classifier, dir: &Path) -> Result<(String, String)> {
     std::fs::create_dir_all(&stage).map_err(io(&stage))?;
     let mut tensors = c.head.to_tensors();
     if let Some(m) = &c.memory {
-        tensors.insert(MEMORY_TENSOR.to_string(), m.clone());
+        tensors.insert(MEMORY_TENSOR.to_string(), m.tensor().clone());
     }
     let mut meta = c.meta.clone();
     if let (Some(lex), Some(lm)) = (&c.lexical, meta.lexical.as_mut()) {
@@ -305,7 +305,10 @@ pub(crate) fn load(dir: &Path) -> Result<Classifier> {
             classes, meta.encoder.dimension
         )));
     }
-    let memory = tensors.get(MEMORY_TENSOR).cloned();
+    let memory = tensors
+        .get(MEMORY_TENSOR)
+        .cloned()
+        .map(super::few::Matrix::new);
     if meta.out_of_scope.score == OosScore::Nearest && memory.is_none() {
         return Err(bad(format!(
             "{WEIGHTS_FILE}: out_of_scope.score is nearest but the training vectors are missing"

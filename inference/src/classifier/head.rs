@@ -2,12 +2,14 @@
 //! the encoder's sentence vectors, trained with candle-nn's AdamW.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
 use super::ClassifierError;
+use super::few;
 use super::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -31,13 +33,49 @@ impl std::str::FromStr for HeadKind {
     }
 }
 
+/// A layer's weights (`out × in`, row-major) and bias as plain values.
+type PlainLayer = (Vec<f32>, Vec<f32>);
+
 /// The weights, on the CPU (a head is small: the encoder is what wants the GPU).
 #[derive(Debug, Clone)]
 pub(crate) struct Head {
-    pub(crate) layers: Vec<(Tensor, Tensor)>,
+    layers: Vec<(Tensor, Tensor)>,
+    /// The layers' values for [`Head::logits_few`], read on first use (a head's tensors
+    /// never change once it is made; training makes new heads).
+    plain: OnceLock<Option<Vec<PlainLayer>>>,
 }
 
 impl Head {
+    pub(crate) fn new(layers: Vec<(Tensor, Tensor)>) -> Self {
+        Self {
+            layers,
+            plain: OnceLock::new(),
+        }
+    }
+
+    /// [`Head::logits`] of a few rows in plain loops (see [`few`]); `None` when the
+    /// weights or the rows do not fit, for the caller to take Candle's path.
+    pub(crate) fn logits_few(&self, x: &[Vec<f32>]) -> Option<Vec<Vec<f32>>> {
+        let layers = self
+            .plain
+            .get_or_init(|| {
+                self.layers
+                    .iter()
+                    .map(|(w, b)| Some((few::values(w)?, few::values(b)?)))
+                    .collect()
+            })
+            .as_ref()?;
+        let last = layers.len().saturating_sub(1);
+        let mut h = x.to_vec();
+        for (i, (w, b)) in layers.iter().enumerate() {
+            h = few::affine(&h, w, Some(b))?;
+            if i < last {
+                h.iter_mut().flatten().for_each(|v| *v = v.max(0.0));
+            }
+        }
+        Some(h)
+    }
+
     pub(crate) fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
         let last = self.layers.len().saturating_sub(1);
@@ -76,7 +114,7 @@ impl Head {
                 get(format!("layer{i}.bias"))?,
             ));
         }
-        Ok(Self { layers: out })
+        Ok(Self::new(out))
     }
 
     pub(crate) fn input_dim(&self) -> Option<usize> {
@@ -186,13 +224,16 @@ pub(crate) fn train(
             .chunks(2)
             .map(|p| Ok((p[0].as_tensor().copy()?, p[1].as_tensor().copy()?)))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Head { layers })
+        Ok(Head::new(layers))
     };
-    let live = |vars: &[Var]| Head {
-        layers: vars
-            .chunks(2)
-            .map(|p| (p[0].as_tensor().clone(), p[1].as_tensor().clone()))
-            .collect(),
+    // Shares the variables' storage, which the optimiser updates in place: only Candle's
+    // path may read it (`logits_few` would keep the values of its first call).
+    let live = |vars: &[Var]| {
+        Head::new(
+            vars.chunks(2)
+                .map(|p| (p[0].as_tensor().clone(), p[1].as_tensor().clone()))
+                .collect(),
+        )
     };
     let params = candle_nn::ParamsAdamW {
         lr: opts.learning_rate,

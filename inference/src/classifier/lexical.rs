@@ -23,31 +23,51 @@ pub(crate) struct Features {
     pub val: Vec<f32>,
 }
 
-fn tokens(text: &str) -> Vec<String> {
-    text.to_lowercase()
+/// Calls `f(block, term)` for every term of `text`, word terms (block 0) first, then
+/// character terms (block 1), with repeats (their count is the term frequency). One
+/// buffer serves every term: a bot answer reads a few hundred of them.
+fn each_term(text: &str, mut f: impl FnMut(usize, &str)) {
+    let lower = text.to_lowercase();
+    let toks: Vec<&str> = lower
         .split(|c: char| !c.is_alphanumeric())
         .filter(|t| t.chars().count() >= 2)
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Every term of `text`, word terms first, with repeats (their count is the term frequency).
-fn terms(text: &str) -> (Vec<String>, Vec<String>) {
-    let toks = tokens(text);
-    let mut words: Vec<String> = toks.iter().map(|t| format!("{WORD}{t}")).collect();
-    words.extend(toks.windows(2).map(|w| format!("{WORD}{} {}", w[0], w[1])));
-    let mut chars = Vec::new();
-    for word in text.to_lowercase().split_whitespace() {
+        .collect();
+    let mut term = String::new();
+    for t in &toks {
+        term.clear();
+        term.push_str(WORD);
+        term.push_str(t);
+        f(0, &term);
+    }
+    for w in toks.windows(2) {
+        term.clear();
+        term.push_str(WORD);
+        term.push_str(w[0]);
+        term.push(' ');
+        term.push_str(w[1]);
+        f(0, &term);
+    }
+    for word in lower.split_whitespace() {
         let padded: Vec<char> = std::iter::once(' ')
             .chain(word.chars())
             .chain(std::iter::once(' '))
             .collect();
         for n in 2..=5 {
             for w in padded.windows(n) {
-                chars.push(format!("{CHAR}{}", w.iter().collect::<String>()));
+                term.clear();
+                term.push_str(CHAR);
+                term.extend(w);
+                f(1, &term);
             }
         }
     }
+}
+
+/// Every term of `text`: the word block and the character block, with repeats.
+fn terms(text: &str) -> (Vec<String>, Vec<String>) {
+    let mut blocks: [Vec<String>; 2] = Default::default();
+    each_term(text, |b, t| blocks[b].push(t.to_owned()));
+    let [words, chars] = blocks;
     (words, chars)
 }
 
@@ -97,18 +117,21 @@ impl Vocabulary {
     /// Sublinear term frequency × IDF, each of the two blocks (words, characters) scaled
     /// to unit length so that neither drowns the other.
     pub(crate) fn features(&self, text: &str) -> Features {
-        let (words, chars) = terms(text);
-        let mut out: Vec<(u32, f32)> = Vec::new();
-        for block in [words, chars] {
-            let mut tf: BTreeMap<u32, u32> = BTreeMap::new();
-            for t in &block {
-                if let Some(&i) = self.lookup.get(t) {
-                    *tf.entry(i).or_default() += 1;
-                }
+        let mut hits: [Vec<u32>; 2] = Default::default();
+        each_term(text, |b, t| {
+            if let Some(&i) = self.lookup.get(t) {
+                hits[b].push(i);
             }
-            let weighted: Vec<(u32, f32)> = tf
-                .into_iter()
-                .map(|(i, n)| (i, (1.0 + (n as f32).ln()) * self.idf[i as usize]))
+        });
+        let mut out: Vec<(u32, f32)> = Vec::new();
+        for mut block in hits {
+            block.sort_unstable();
+            let weighted: Vec<(u32, f32)> = block
+                .chunk_by(|a, b| a == b)
+                .map(|run| {
+                    let (i, n) = (run[0], run.len());
+                    (i, (1.0 + (n as f32).ln()) * self.idf[i as usize])
+                })
                 .collect();
             let norm = weighted.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
             if norm > 0.0 {
@@ -268,6 +291,55 @@ mod tests {
         // The word block and the character block are each of unit length.
         assert!((norm - 2.0).abs() < 1e-4, "{norm}");
         assert!(v.features("zzzz qqqq").idx.is_empty());
+    }
+
+    #[test]
+    fn features_weigh_each_known_term_by_its_count() {
+        let train = [
+            "my card was stolen",
+            "card stolen card",
+            "信用卡丢了",
+            "lost my pin",
+        ];
+        let v = Vocabulary::fit(&train, 1);
+        for text in [
+            "card card stolen, my card!",
+            "信用卡丢了 card",
+            "nothing known here",
+        ] {
+            // The same figures from the term lists, the slow way.
+            let (words, chars) = terms(text);
+            let mut want: Vec<(u32, f32)> = Vec::new();
+            for block in [words, chars] {
+                let mut tf: BTreeMap<u32, u32> = BTreeMap::new();
+                for t in block.iter().filter_map(|t| v.lookup.get(t)) {
+                    *tf.entry(*t).or_default() += 1;
+                }
+                let w: Vec<(u32, f32)> = tf
+                    .into_iter()
+                    .map(|(i, n)| (i, (1.0 + (n as f32).ln()) * v.idf[i as usize]))
+                    .collect();
+                let norm = w.iter().map(|(_, x)| x * x).sum::<f32>().sqrt();
+                want.extend(
+                    w.into_iter()
+                        .filter(|_| norm > 0.0)
+                        .map(|(i, x)| (i, x / norm)),
+                );
+            }
+            want.sort_unstable_by_key(|(i, _)| *i);
+            let f = v.features(text);
+            assert_eq!(
+                f.idx,
+                want.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+                "{text}"
+            );
+            assert_eq!(
+                f.val,
+                want.iter().map(|(_, x)| *x).collect::<Vec<_>>(),
+                "{text}"
+            );
+        }
+        assert!(v.features("card card").val.iter().any(|&x| x > 0.0));
     }
 
     #[test]

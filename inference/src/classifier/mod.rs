@@ -12,6 +12,7 @@
 mod artefact;
 mod calibrate;
 mod error;
+mod few;
 mod finetune;
 mod head;
 mod lexical;
@@ -40,6 +41,17 @@ use head::{Head, matrix};
 use lexical::LexicalHead;
 
 type Result<T> = std::result::Result<T, ClassifierError>;
+
+/// The rows to classify, as the path that takes them wants them.
+enum Rows<'a> {
+    Few(&'a [Vec<f32>]),
+    Many(Tensor),
+}
+
+fn matrix_of(vectors: &[Vec<f32>]) -> candle_core::Result<Tensor> {
+    let rows: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
+    matrix(&rows)
+}
 
 /// The encoder a head was trained against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +159,7 @@ pub struct Classifier {
     head: Head,
     lexical: Option<LexicalHead>,
     /// Unit-length training vectors, for the nearest-neighbour out-of-scope score.
-    memory: Option<Tensor>,
+    memory: Option<few::Matrix>,
     metrics: Option<TrainingMetrics>,
     /// The fine-tuned encoder's model directory: where training wrote it until the
     /// artefact is saved, inside the artefact afterwards.
@@ -244,8 +256,14 @@ impl Classifier {
     }
 
     /// The sentence-vector head's logits plus the weighted lexical head's.
-    fn logits(&self, texts: &[&str], x: &Tensor) -> Result<Vec<Vec<f32>>> {
-        let mut z = self.head.logits(x)?.to_vec2::<f32>()?;
+    fn logits(&self, texts: &[&str], x: &Rows) -> Result<Vec<Vec<f32>>> {
+        let mut z = match x {
+            Rows::Few(v) => match self.head.logits_few(v) {
+                Some(z) => z,
+                None => self.head.logits(&matrix_of(v)?)?.to_vec2::<f32>()?,
+            },
+            Rows::Many(t) => self.head.logits(t)?.to_vec2::<f32>()?,
+        };
         if let (Some(lex), Some(l)) = (&self.lexical, &self.meta.lexical) {
             for (row, text) in z.iter_mut().zip(texts) {
                 let zl = lex.logits_of(text);
@@ -255,10 +273,20 @@ impl Classifier {
         Ok(z)
     }
 
-    fn nearest(&self, x: &Tensor) -> Result<Vec<f32>> {
-        match &self.memory {
-            Some(m) => Ok(x.matmul(&m.t()?)?.max(1)?.to_vec1::<f32>()?),
-            None => Err(ClassifierError::artefact(
+    fn nearest(&self, x: &Rows) -> Result<Vec<f32>> {
+        match (&self.memory, x) {
+            (Some(m), Rows::Few(v)) => match m.plain().and_then(|p| few::affine(v, p, None)) {
+                Some(s) => Ok(s
+                    .iter()
+                    .map(|r| r.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+                    .collect()),
+                None => Ok(matrix_of(v)?
+                    .matmul(&m.tensor().t()?)?
+                    .max(1)?
+                    .to_vec1::<f32>()?),
+            },
+            (Some(m), Rows::Many(t)) => Ok(t.matmul(&m.tensor().t()?)?.max(1)?.to_vec1::<f32>()?),
+            (None, _) => Err(ClassifierError::artefact(
                 "(memory)",
                 "the nearest-neighbour score needs the training vectors, which this artefact lacks",
             )),
@@ -289,8 +317,12 @@ impl Classifier {
                 message: format!("has {} dimensions, the classifier expects {dim}", v.len()),
             });
         }
-        let rows: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
-        let x = matrix(&rows)?;
+        // A bot answer's one vector takes plain loops; an evaluation's thousands, Candle.
+        let x = if vectors.len() <= few::MAX_ROWS {
+            Rows::Few(vectors)
+        } else {
+            Rows::Many(matrix_of(vectors)?)
+        };
         let logits = self.logits(texts, &x)?;
         let nearest = match self.meta.out_of_scope.score {
             OosScore::Nearest => Some(self.nearest(&x)?),
@@ -474,7 +506,7 @@ pub fn train(
         ),
         head,
         lexical,
-        memory: Some(memory),
+        memory: Some(few::Matrix::new(memory)),
         metrics: None,
         encoder_dir: None,
         encoder_staged: false,
@@ -524,7 +556,7 @@ pub fn train(
     let held_logits = if y_held.is_empty() {
         Vec::new()
     } else {
-        classifier.logits(&held_texts, &x_held)?
+        classifier.logits(&held_texts, &Rows::Many(x_held))?
     };
     let (cal_logits, cal_y): (Vec<Vec<f32>>, Vec<u32>) = held_logits
         .iter()
@@ -618,7 +650,7 @@ pub fn train(
             .copied()
             .filter(|&i| y_all[i] != reject)
             .collect();
-        classifier.memory = Some(stack(&memory_all)?.0);
+        classifier.memory = Some(few::Matrix::new(stack(&memory_all)?.0));
         if let Some(m) = classifier.metrics.as_mut() {
             m.refit_examples = all.len();
             m.seconds = started.elapsed().as_secs_f64();

@@ -101,7 +101,7 @@ fn trains_calibrates_and_flags_out_of_scope() {
     assert_eq!(m.threshold_source, "held-out coverage");
     assert_eq!(m.train_examples + m.holdout_examples, 90);
     assert_eq!(m.refit_examples, 90, "the served head saw every example");
-    let memory = c.memory.as_ref().unwrap().dims2().unwrap();
+    let memory = c.memory.as_ref().unwrap().tensor().dims2().unwrap();
     assert_eq!(
         memory.0, 90,
         "every in-scope vector is in the nearest-neighbour memory"
@@ -134,7 +134,7 @@ fn without_refit_the_served_head_is_the_calibrated_one() {
     let m = c.metrics().unwrap();
     assert_eq!(m.refit_examples, 0);
     assert_eq!(
-        c.memory.as_ref().unwrap().dims2().unwrap().0,
+        c.memory.as_ref().unwrap().tensor().dims2().unwrap().0,
         m.train_examples
     );
 }
@@ -367,4 +367,32 @@ fn a_fine_tuned_encoder_travels_with_the_artefact_and_is_checked() {
         err.contains("is not the encoder the head was trained on"),
         "{err}"
     );
+}
+
+#[test]
+fn a_few_rows_are_classified_as_a_batch_of_many_is() {
+    // A bot answer classifies one vector (plain loops), an evaluation thousands (Candle):
+    // the two paths must agree, including the reject class and the nearest-neighbour score.
+    let c = train(&data(30, 40), encoder(), &opts(), &mut |_| {}).unwrap();
+    assert_eq!(c.oos_score(), OosScore::Nearest);
+    let examples = data_with(6, 8, 0.6);
+    assert!(examples.len() > few::MAX_ROWS);
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let vectors: Vec<Vec<f32>> = examples.iter().map(|e| e.vector.clone()).collect();
+    let many = c.predict(&texts, &vectors, 3).unwrap();
+    assert_eq!(many.len(), examples.len());
+    let mut flagged = 0;
+    for (i, want) in many.iter().enumerate() {
+        let got = c.predict(&texts[i..=i], &vectors[i..=i], 3).unwrap();
+        let got = &got[0];
+        assert_eq!(got.out_of_scope, want.out_of_scope, "row {i}");
+        assert!((got.oos_score - want.oos_score).abs() < 1e-5, "row {i}");
+        assert_eq!(got.top.len(), want.top.len());
+        for ((gl, gp), (wl, wp)) in got.top.iter().zip(&want.top) {
+            assert_eq!(gl, wl, "row {i}");
+            assert!((gp - wp).abs() < 1e-5, "row {i}: {gp} vs {wp}");
+        }
+        flagged += usize::from(want.out_of_scope);
+    }
+    assert!(flagged > 0 && flagged < many.len(), "{flagged} flagged");
 }

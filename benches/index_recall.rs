@@ -53,6 +53,12 @@ struct Args {
     /// index.quantization_oversampling
     #[arg(long, default_value_t = 2.0)]
     oversampling: f64,
+    /// index.hnsw_m; another value than the index was built with rebuilds the copy's graph.
+    #[arg(long, default_value_t = IndexTuning::default().hnsw_m)]
+    hnsw_m: usize,
+    /// index.hnsw_ef_construct; likewise.
+    #[arg(long, default_value_t = IndexTuning::default().hnsw_ef_construct)]
+    hnsw_ef_construct: usize,
     /// Untimed searches before each timed pass.
     #[arg(long, default_value_t = 200)]
     warmup: usize,
@@ -135,6 +141,8 @@ fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("--quantization {other:?}: expected none or int8"),
         },
         oversampling: a.oversampling,
+        hnsw_m: a.hnsw_m,
+        hnsw_ef_construct: a.hnsw_ef_construct,
         ..IndexTuning::default()
     };
     let opened = Instant::now();
@@ -198,6 +206,8 @@ fn main() -> anyhow::Result<()> {
             "limit": a.limit,
             "quantization": a.quantization,
             "oversampling": a.oversampling,
+            "hnsw_m": a.hnsw_m,
+            "hnsw_ef_construct": a.hnsw_ef_construct,
             "open_and_optimise_s": open_s,
             "segments": segments,
             "indexed_vectors": indexed,

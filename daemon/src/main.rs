@@ -11,7 +11,7 @@ use confidant_daemon::auth::TokenCache;
 use confidant_daemon::config::{self, Config};
 use confidant_daemon::ops::{self, notify};
 use confidant_daemon::rpc;
-use confidant_daemon::store::Store;
+use confidant_daemon::store::{Store, Synchronous};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[global_allocator]
@@ -88,7 +88,9 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
     }
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     notify::status("opening storage");
-    let store = Store::open(&config.storage.url)
+    let sync = Synchronous::parse(&config.storage.sqlite_synchronous)
+        .context("storage.sqlite_synchronous")?;
+    let store = Store::open_with(&config.storage.url, sync)
         .await
         .context("storage.url")?;
     let tokens = TokenCache::load(store.clone())

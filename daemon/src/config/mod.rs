@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::index::{IndexTuning, Quantization};
+use crate::store::Synchronous;
 
 pub use jobs::{
     AssistConfig, BotConfig, ChecklistItemConfig, PhraseRule, QaConfig, RedactConfig, RiskConfig,
@@ -198,12 +199,18 @@ impl Default for KbConfig {
 pub struct StorageConfig {
     /// `sqlite:///path/to/file.db` (the embedded default) or `postgres://user@host/db`.
     pub url: String,
+    /// SQLite only: "full" (the default) syncs the write-ahead log to disk at every commit,
+    /// so a bot turn that was answered is on disk even after a power cut; "normal" syncs at
+    /// checkpoints only (a power cut or an OS crash may lose the last turns, an application
+    /// crash loses nothing; the database stays consistent either way) for less commit time.
+    pub sqlite_synchronous: String,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             url: "sqlite:///var/lib/confidant/confidant.db".into(),
+            sqlite_synchronous: "full".into(),
         }
     }
 }
@@ -507,6 +514,12 @@ impl Config {
             return Err(invalid(
                 "storage.url",
                 "expected sqlite:///path or postgres://…",
+            ));
+        }
+        if Synchronous::parse(&self.storage.sqlite_synchronous).is_none() {
+            return Err(invalid(
+                "storage.sqlite_synchronous",
+                "expected \"full\" or \"normal\"",
             ));
         }
         let ix = &self.index;
@@ -836,6 +849,10 @@ mod tests {
             ),
             ("[log]\nformat = \"xml\"\n", "log.format"),
             ("[storage]\nurl = \"mysql://x\"\n", "storage.url"),
+            (
+                "[storage]\nsqlite_synchronous = \"off\"\n",
+                "storage.sqlite_synchronous",
+            ),
             ("[server]\nlisen = \"x\"\n", "lisen"),
             ("[kb]\nlanguages = []\n", "kb.languages"),
             ("[kb]\nchunk_tokens = 4\n", "kb.chunk_tokens"),

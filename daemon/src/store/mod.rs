@@ -116,9 +116,41 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// When SQLite syncs its write-ahead log to disk (`storage.sqlite_synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// At every commit.
+    #[default]
+    Full,
+    /// At checkpoints.
+    Normal,
+}
+
+impl Synchronous {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "full" => Some(Self::Full),
+            "normal" => Some(Self::Normal),
+            _ => None,
+        }
+    }
+
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "PRAGMA synchronous = FULL",
+            Self::Normal => "PRAGMA synchronous = NORMAL",
+        }
+    }
+}
+
 impl Store {
     /// Connects and brings the schema up to date. `sqlite:` URLs create the file if needed.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, Synchronous::default()).await
+    }
+
+    /// [`Store::open`] with SQLite's sync setting (ignored for PostgreSQL).
+    pub async fn open_with(url: &str, sync: Synchronous) -> Result<Self, StoreError> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -136,6 +168,15 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // A per-connection setting: every connection of the pool gets it.
+                    if backend == Backend::Sqlite {
+                        sqlx::query(sync.pragma()).execute(conn).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await?;
         if backend == Backend::Sqlite {

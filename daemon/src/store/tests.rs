@@ -93,6 +93,35 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
     ));
 }
 
+#[tokio::test]
+async fn every_sqlite_connection_syncs_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    // SQLite's codes: 1 NORMAL, 2 FULL.
+    for (sync, code) in [(Synchronous::Normal, 1i64), (Synchronous::Full, 2)] {
+        let s = Store::open_with(&url, sync).await.unwrap();
+        // Several connections at once, so that more than the first is checked.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut c = s.pool().acquire().await.unwrap();
+            let row = sqlx::query("PRAGMA synchronous")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+            assert_eq!(
+                sqlx::Row::try_get::<i64, _>(&row, 0).unwrap(),
+                code,
+                "{sync:?}"
+            );
+            held.push(c);
+        }
+        drop(held);
+        s.close().await;
+    }
+    assert_eq!(Synchronous::parse("normal"), Some(Synchronous::Normal));
+    assert_eq!(Synchronous::parse("off"), None);
+}
+
 fn start(tenant: &str, id: &str, customer: &str) -> Conversation {
     Conversation {
         tenant: tenant.into(),

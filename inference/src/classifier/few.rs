@@ -22,7 +22,8 @@ pub(crate) fn values(t: &Tensor) -> Option<Vec<f32>> {
 }
 
 /// A matrix for both paths: the tensor, and its values read the first time the plain
-/// path needs them. Immutable, so the two never disagree.
+/// path needs them. Immutable, so the two never disagree. The values are a second copy
+/// (~15 MB for the nearest-neighbour memory of a head trained on 10,000 utterances).
 #[derive(Debug, Clone)]
 pub(crate) struct Matrix {
     tensor: Tensor,

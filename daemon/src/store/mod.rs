@@ -9,6 +9,7 @@ mod qa;
 mod tokens;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -43,6 +44,38 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite: one write transaction of this process at a time (see [`WriteTx`]).
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction. On SQLite it also holds the process's writer turn until it
+/// commits or is dropped: the daemon's own writers queue for the turn and each is woken
+/// the moment the one before is done, instead of meeting at SQLite's write lock, whose
+/// busy handler sleeps 1, 2, 5, 10… ms between tries (under bot load that was two sleeps
+/// per commit; benches/README.md, "Writers queue in the daemon"). Other processes
+/// writing the same file still meet the busy handler.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 const SQLITE: &[(i64, &str, &str)] = &[
@@ -185,7 +218,11 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            writer: Arc::default(),
+        };
         let m = match backend {
             Backend::Sqlite => migrator(SQLITE),
             Backend::Postgres => migrator(POSTGRES),
@@ -194,16 +231,24 @@ impl Store {
         Ok(store)
     }
 
-    /// A transaction that writes. On SQLite it takes the write lock at once (`BEGIN
-    /// IMMEDIATE`, waiting out other writers with the busy timeout): a deferred transaction
-    /// that reads first would fail with "database is locked" when another writer commits
-    /// in between, which concurrent bot turns do all the time.
-    pub(crate) async fn write_tx(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    /// A transaction that writes. On SQLite it waits for this process's writer turn, then
+    /// takes the write lock at once (`BEGIN IMMEDIATE`, waiting out other processes with
+    /// the busy timeout): a deferred transaction that reads first would fail with
+    /// "database is locked" when another writer commits in between.
+    pub(crate) async fn write_tx(&self) -> Result<WriteTx, StoreError> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                // The turn first: a writer waiting for it holds no pooled connection.
+                let turn = self.writer.clone().lock_owned().await;
+                WriteTx {
+                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _turn: Some(turn),
+                }
+            }
+            Backend::Postgres => WriteTx {
+                tx: self.pool.begin().await?,
+                _turn: None,
+            },
         })
     }
 

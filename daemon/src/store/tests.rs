@@ -122,6 +122,48 @@ async fn every_sqlite_connection_syncs_as_configured() {
     assert_eq!(Synchronous::parse("off"), None);
 }
 
+#[tokio::test]
+async fn sqlite_writers_wait_for_their_turn_without_holding_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("w.db").display());
+    let s = Store::open(&url).await.unwrap();
+    let first = s.write_tx().await.unwrap();
+    // More writers than the pool has connections, all waiting for the first.
+    let mut writers = Vec::new();
+    for i in 0..6 {
+        let s = s.clone();
+        writers.push(tokio::spawn(async move {
+            let mut tx = s.write_tx().await.unwrap();
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, tenant, action, target, detail) \
+                 VALUES ($1, 'w', 't', 'a', 'x', '')",
+            )
+            .bind(i64::from(i))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Waiting writers hold no connection, so a read still gets one (had they queued at
+    // SQLite's lock, they would hold all four until its busy timeout ran out).
+    let read = tokio::time::timeout(std::time::Duration::from_secs(3), s.list_tokens(None)).await;
+    assert!(read.is_ok(), "a read found no free connection");
+    first.commit().await.unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let n: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT COUNT(*) FROM audit_log WHERE actor = 'w'")
+            .fetch_one(s.pool())
+            .await
+            .unwrap(),
+        0,
+    );
+    assert_eq!(n, 6);
+}
+
 fn start(tenant: &str, id: &str, customer: &str) -> Conversation {
     Conversation {
         tenant: tenant.into(),

@@ -156,6 +156,17 @@ for line in sys.stdin:
 print(json.dumps({"label": "index search, mean ms on its thread",
                   **{k: round(1000 * v["sum"] / v["count"], 3) for k, v in sorted(s.items()) if v.get("count")}}))
 '
+  # Bot turns per SQLite commit (the group writer, daemon/src/store/group.rs).
+  curl -s "http://127.0.0.1:$mport/metrics" | python3 -c '
+import json, sys
+s = {}
+for line in sys.stdin:
+    if line.startswith("confidant_store_turns_per_commit_"):
+        name, value = line.rsplit(" ", 1)
+        s[name.split("{")[0].rsplit("_", 1)[1]] = float(value)
+if s.get("count"):
+    print(json.dumps({"label": "bot turns per commit", "mean": round(s["sum"] / s["count"], 2), "commits": int(s["count"])}))
+'
 fi
 if want half; then
   half=$(python3 -c "print(round($cap / 2, 1))")

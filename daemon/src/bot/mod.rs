@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::classify::ClassifyError;
 use crate::kb::{KbError, Mode, SearchParams, SearchResult, valid_id};
 use crate::routing::{self, Priority, Risk};
-use crate::store::{Conversation, Decision, StoreError, now_ms};
+use crate::store::{Conversation, Decision, StoreError, TurnRecord, now_ms};
 
 pub use policy::{BotPolicy, Candidate, Pick};
 pub use suggest::Suggester;
@@ -632,20 +632,22 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
         feedback: String::new(),
         at: now_ms(),
     };
+    let handoff = new_handoff.map(|h| (h.reason.clone(), h.queue.clone()));
     let conv = store
-        .conversation_record(
-            &start,
-            &redacted,
-            &d,
+        .conversation_record(TurnRecord {
+            start,
+            text: redacted,
+            decision: d,
             failed,
-            new_handoff.map(|h| (h.reason.as_str(), h.queue.as_str())),
-        )
+            handoff,
+        })
         .await?;
     metrics::counter!("confidant_bot_decisions_total", "outcome" => out.outcome.as_str())
         .increment(1);
     tracing::debug!(
-        conversation = %conv.id, decision = %d.id, outcome = d.outcome, reason = %d.reason,
-        article = %d.article_id, "bot decision"
+        conversation = %conv.id, decision = %out.decision_id, outcome = out.outcome.as_str(),
+        reason = out.handoff.as_ref().map_or("", |h| h.reason.as_str()),
+        article = out.answer.as_ref().map_or("", |a| a.article_id.as_str()), "bot decision"
     );
     Ok(out)
 }

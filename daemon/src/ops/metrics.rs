@@ -18,6 +18,7 @@ pub fn install(addr: SocketAddr) -> Result<(), BuildError> {
         .set_buckets_for_metric(Matcher::Suffix("seconds".into()), SECONDS_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("batch_size".into()), COUNT_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("batch_tokens".into()), COUNT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Suffix("per_commit".into()), COUNT_BUCKETS)?
         .install()?;
     metrics::describe_counter!(
         "confidant_rpc_calls_total",
@@ -54,6 +55,10 @@ pub fn install(addr: SocketAddr) -> Result<(), BuildError> {
         "confidant_kb_search_seconds",
         metrics::Unit::Seconds,
         "One knowledge-base index search (signal: dense or lexical), on its thread"
+    );
+    metrics::describe_histogram!(
+        "confidant_store_turns_per_commit",
+        "Bot turns written in one SQLite transaction (group commit)"
     );
     metrics::describe_histogram!(
         "confidant_model_load_seconds",

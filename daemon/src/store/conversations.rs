@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, WriteTx, now_ms};
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Conversation {
@@ -124,40 +124,25 @@ fn count(r: &sqlx::any::AnyRow) -> Result<u64, sqlx::Error> {
     Ok(r.try_get::<i64, _>(0)?.max(0) as u64)
 }
 
-impl Store {
-    pub async fn conversation_get(
-        &self,
-        tenant: &str,
-        id: &str,
-    ) -> Result<Conversation, StoreError> {
-        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CONVERSATION} FROM conversations WHERE tenant = $1 AND id = $2"
-        )))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("conversation {id:?}")))?;
-        Ok(conversation(&r)?)
-    }
+/// A customer turn (its text already redacted) and the bot's decision on it.
+/// `failed` adds one to the conversation's failures; `handoff` (reason, queue) is kept
+/// only if the conversation was not handed off before.
+pub struct TurnRecord {
+    pub start: Conversation,
+    pub text: String,
+    pub decision: Decision,
+    pub failed: bool,
+    pub handoff: Option<(String, String)>,
+}
 
-    /// Records a customer turn and the bot's decision on it in one transaction, starting
-    /// the conversation if it is new. `failed` adds one to the conversation's failures;
-    /// `handoff` (reason, queue) is kept only if the conversation was not handed off
-    /// before. Counts are added to what is stored, so concurrent turns of one
-    /// conversation are all counted. Returns the conversation as it now stands; the
-    /// decision is stored with the turn's sequence number (`d.seq` is ignored).
-    pub async fn conversation_record(
-        &self,
-        start: &Conversation,
-        text: &str,
-        d: &Decision,
-        failed: bool,
-        handoff: Option<(&str, &str)>,
-    ) -> Result<Conversation, StoreError> {
-        let mut tx = self.write_tx().await?;
+impl TurnRecord {
+    pub(crate) async fn write(&self, tx: &mut WriteTx) -> Result<Conversation, StoreError> {
         let now = now_ms();
-        let (reason, queue) = handoff.unwrap_or(("", ""));
+        let (reason, queue) = self
+            .handoff
+            .as_ref()
+            .map_or(("", ""), |(r, q)| (r.as_str(), q.as_str()));
+        let (start, d) = (&self.start, &self.decision);
         // In the update every right-hand side reads the row as it was, so the queue's
         // condition sees the old reason.
         let r = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -183,10 +168,10 @@ impl Store {
         .bind(&start.lang)
         .bind(now)
         .bind(now)
-        .bind(i64::from(failed))
+        .bind(i64::from(self.failed))
         .bind(reason)
         .bind(queue)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         let c = conversation(&r)?;
         sqlx::query(
@@ -196,9 +181,9 @@ impl Store {
         .bind(&c.tenant)
         .bind(&c.id)
         .bind(c.turns)
-        .bind(text)
+        .bind(&self.text)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO bot_decisions (tenant, {DECISION}) \
@@ -218,10 +203,47 @@ impl Store {
         .bind(d.priority)
         .bind(&d.feedback)
         .bind(d.at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(c)
+    }
+}
+
+impl Store {
+    pub async fn conversation_get(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Conversation, StoreError> {
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONVERSATION} FROM conversations WHERE tenant = $1 AND id = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("conversation {id:?}")))?;
+        Ok(conversation(&r)?)
+    }
+
+    /// Records a customer turn and the bot's decision on it in one transaction (on SQLite
+    /// shared with the other turns waiting, `group.rs`), starting the conversation if it
+    /// is new. Counts are added to what is stored, so concurrent turns of one
+    /// conversation are all counted. Returns the conversation as it now stands; the
+    /// decision is stored with the turn's sequence number (`decision.seq` is ignored).
+    pub async fn conversation_record(
+        &self,
+        record: TurnRecord,
+    ) -> Result<Conversation, StoreError> {
+        match &self.recorder {
+            Some(recorder) => recorder.record(record).await,
+            None => {
+                let mut tx = self.write_tx().await?;
+                let c = record.write(&mut tx).await?;
+                tx.commit().await?;
+                Ok(c)
+            }
+        }
     }
 
     /// The text of the conversation's latest turn by `speaker`, if any.

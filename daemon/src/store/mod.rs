@@ -4,6 +4,7 @@
 
 mod audit;
 mod conversations;
+mod group;
 mod kb;
 mod qa;
 mod tokens;
@@ -17,7 +18,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
 
 pub use audit::{AuditEntry, AuditFilter};
-pub use conversations::{Conversation, Decision, Erased, Report, RouteRecord, Turn};
+pub use conversations::{Conversation, Decision, Erased, Report, RouteRecord, Turn, TurnRecord};
 pub use kb::{ArticleRow, ArticleState, Upserted};
 pub use qa::{QaGroup, QaRecord, QaReport};
 pub use tokens::TokenRecord;
@@ -46,6 +47,8 @@ pub struct Store {
     backend: Backend,
     /// SQLite: one write transaction of this process at a time (see [`WriteTx`]).
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: bot turns committed in groups (`group.rs`); `None` writes them directly.
+    recorder: Option<group::Recorder>,
 }
 
 /// A write transaction. On SQLite it also holds the process's writer turn until it
@@ -218,16 +221,20 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        let store = Self {
+        let mut store = Self {
             pool,
             backend,
             writer: Arc::default(),
+            recorder: None,
         };
         let m = match backend {
             Backend::Sqlite => migrator(SQLITE),
             Backend::Postgres => migrator(POSTGRES),
         };
         m.run(&store.pool).await?;
+        if backend == Backend::Sqlite {
+            store.recorder = Some(group::Recorder::spawn(store.clone()));
+        }
         Ok(store)
     }
 
@@ -254,6 +261,11 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Transactions the group writer of bot turns has committed (0 on PostgreSQL).
+    pub fn group_commits(&self) -> u64 {
+        self.recorder.as_ref().map_or(0, group::Recorder::commits)
     }
 
     pub fn pool(&self) -> &AnyPool {

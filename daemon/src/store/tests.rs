@@ -164,6 +164,148 @@ async fn sqlite_writers_wait_for_their_turn_without_holding_connections() {
     assert_eq!(n, 6);
 }
 
+/// Bot turns queued while the writer is busy: `same` for conversation `c`, one each for
+/// `o0`, `o1`… (`others` of them), decision ids `d0`, `d1`… unless `ids` overrides one.
+async fn queue_turns(
+    s: &Store,
+    same: usize,
+    others: usize,
+    ids: &[(usize, &str)],
+) -> Vec<tokio::task::JoinHandle<Result<Conversation, StoreError>>> {
+    let mut calls = Vec::new();
+    for i in 0..same + others {
+        let conv = if i < same {
+            "c".to_string()
+        } else {
+            format!("o{}", i - same)
+        };
+        let id = ids
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map_or(format!("d{i}"), |(_, id)| id.to_string());
+        let s = s.clone();
+        calls.push(tokio::spawn(async move { answered(&s, &conv, &id).await }));
+    }
+    calls
+}
+
+#[tokio::test]
+async fn bot_turns_waiting_for_the_writer_commit_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let s = Store::open(&url).await.unwrap();
+    let busy = s.write_tx().await.unwrap();
+    let calls = queue_turns(&s, 5, 3, &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    busy.commit().await.unwrap();
+    let mut turns_of_c = Vec::new();
+    for call in calls {
+        let c = settled(call).await.unwrap();
+        if c.id == "c" {
+            turns_of_c.push(c.turns);
+        } else {
+            assert_eq!(c.turns, 1);
+        }
+    }
+    // Each concurrent turn of one conversation got its own number.
+    turns_of_c.sort_unstable();
+    assert_eq!(turns_of_c, [1, 2, 3, 4, 5]);
+    let seqs: Vec<i64> = s
+        .decisions("t", "c")
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(s.conversation_turns("t", "c").await.unwrap().len(), 5);
+    // Eight turns, queued behind one writer: the first the writer task picked up alone
+    // at most, the rest together (one transaction each would make eight).
+    assert!(
+        (1..=2).contains(&s.group_commits()),
+        "{} commits for 8 queued turns",
+        s.group_commits()
+    );
+    // Alone, a turn waits for nobody: a commit of its own.
+    let before = s.group_commits();
+    answered(&s, "later", "dl").await.unwrap();
+    assert_eq!(s.group_commits(), before + 1);
+}
+
+#[tokio::test]
+async fn one_bad_turn_does_not_fail_the_others_in_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b.db").display());
+    let s = Store::open(&url).await.unwrap();
+    answered(&s, "first", "taken").await.unwrap();
+    let busy = s.write_tx().await.unwrap();
+    // The fourth turn reuses a decision id: its insert fails inside the group.
+    let calls = queue_turns(&s, 2, 4, &[(3, "taken")]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    busy.commit().await.unwrap();
+    let mut failed = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        match settled(call).await {
+            Ok(_) => {}
+            Err(StoreError::Database(_)) => failed.push(i),
+            Err(e) => panic!("turn {i}: {e}"),
+        }
+    }
+    assert_eq!(failed, [3]);
+    assert_eq!(s.conversation_turns("t", "c").await.unwrap().len(), 2);
+    for (conv, stored) in [("o0", 1), ("o1", 0), ("o2", 1), ("o3", 1)] {
+        assert_eq!(
+            s.conversation_turns("t", conv).await.unwrap().len(),
+            stored,
+            "{conv}"
+        );
+    }
+    // Nothing of the failed turn is left, not even its conversation.
+    assert!(matches!(
+        s.conversation_get("t", "o1").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// A turn of conversation `conv` answered by the bot, decision id `id`.
+async fn answered(s: &Store, conv: &str, id: &str) -> Result<Conversation, StoreError> {
+    s.conversation_record(turn(
+        start("t", conv, ""),
+        &format!("turn of {id}"),
+        decision(id, conv, 0, "answer"),
+        false,
+        None,
+    ))
+    .await
+}
+
+/// A queued turn's outcome; a turn left without an answer fails the test instead of
+/// hanging it.
+async fn settled(
+    call: tokio::task::JoinHandle<Result<Conversation, StoreError>>,
+) -> Result<Conversation, StoreError> {
+    tokio::time::timeout(std::time::Duration::from_secs(20), call)
+        .await
+        .expect("a queued turn got no answer")
+        .unwrap()
+}
+
+fn turn(
+    start: Conversation,
+    text: &str,
+    decision: Decision,
+    failed: bool,
+    handoff: Option<(&str, &str)>,
+) -> TurnRecord {
+    TurnRecord {
+        start,
+        text: text.into(),
+        decision,
+        failed,
+        handoff: handoff.map(|(r, q)| (r.into(), q.into())),
+    }
+}
+
 fn start(tenant: &str, id: &str, customer: &str) -> Conversation {
     Conversation {
         tenant: tenant.into(),
@@ -198,13 +340,13 @@ async fn conversations_decisions_feedback_report_and_erasure() {
     for db in backends("conversations_decisions_feedback_report_and_erasure").await {
         let s = &db.store;
         let c = s
-            .conversation_record(
-                &start("t1", "c1", ""),
+            .conversation_record(turn(
+                start("t1", "c1", ""),
                 "hello",
-                &decision("d1", "c1", 0, "answer"),
+                decision("d1", "c1", 0, "answer"),
                 true,
                 None,
-            )
+            ))
             .await
             .unwrap();
         assert_eq!((c.turns, c.failures), (1, 1), "{}", db.name);
@@ -218,13 +360,13 @@ async fn conversations_decisions_feedback_report_and_erasure() {
         // The customer id learnt on a later turn is kept; failures add up; the first
         // hand-off stays.
         let c = s
-            .conversation_record(
-                &start("t1", "c1", "cust-1"),
+            .conversation_record(turn(
+                start("t1", "c1", "cust-1"),
                 "more",
-                &decision("d2", "c1", 0, "handoff"),
+                decision("d2", "c1", 0, "handoff"),
                 true,
                 Some(("fraud", "fraud-queue")),
-            )
+            ))
             .await
             .unwrap();
         assert_eq!(
@@ -234,13 +376,13 @@ async fn conversations_decisions_feedback_report_and_erasure() {
             db.name
         );
         let c = s
-            .conversation_record(
-                &start("t1", "c1", "cust-other"),
+            .conversation_record(turn(
+                start("t1", "c1", "cust-other"),
                 "again",
-                &decision("d2b", "c1", 0, "handoff"),
+                decision("d2b", "c1", 0, "handoff"),
                 false,
                 Some(("complaint", "complaints")),
-            )
+            ))
             .await
             .unwrap();
         assert_eq!(
@@ -280,13 +422,13 @@ async fn conversations_decisions_feedback_report_and_erasure() {
         );
 
         // Feedback: unresolved counts one failure however often it is repeated.
-        s.conversation_record(
-            &start("t1", "c2", "cust-2"),
+        s.conversation_record(turn(
+            start("t1", "c2", "cust-2"),
             "hi",
-            &decision("d3", "c2", 0, "answer"),
+            decision("d3", "c2", 0, "answer"),
             false,
             None,
-        )
+        ))
         .await
         .unwrap();
         let (_, c2) = s.decision_feedback("t1", "c2", "d3", false).await.unwrap();

@@ -26,6 +26,8 @@
 #   FT_INTENT=1 benches/load/run.sh
 #                                  # the intent head trained with --fine-tune (its own
 #                                  # encoder: a second encoder pass per Answer and Route)
+#   HALF_RATE=150 RUNS="answer half" benches/load/run.sh
+#                                  # the open-loop run at a rate given, not half the capacity
 #   RUNS="embed answer" benches/load/run.sh
 #                                  # only the capacity runs named (embed, answer, half,
 #                                  # suggest, route, overload, assist); default: all
@@ -169,7 +171,8 @@ if s.get("count"):
 '
 fi
 if want half; then
-  half=$(python3 -c "print(round($cap / 2, 1))")
+  # HALF_RATE: an offered rate of one's own (e.g. the same for two versions side by side).
+  half="${HALF_RATE:-$(python3 -c "print(round($cap / 2, 1))")}"
   load --rpc answer --rate "$half" --duration "$duration" --label "answer at half capacity"
 fi
 if want suggest; then

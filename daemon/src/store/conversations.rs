@@ -226,8 +226,8 @@ impl Store {
         Ok(conversation(&r)?)
     }
 
-    /// Records a customer turn and the bot's decision on it in one transaction (on SQLite
-    /// shared with the other turns waiting, `group.rs`), starting the conversation if it
+    /// Records a customer turn and the bot's decision on it in one transaction (on a busy
+    /// SQLite shared with the other turns waiting, `group.rs`), starting the conversation if it
     /// is new. Counts are added to what is stored, so concurrent turns of one
     /// conversation are all counted. Returns the conversation as it now stands; the
     /// decision is stored with the turn's sequence number (`decision.seq` is ignored).
@@ -235,15 +235,19 @@ impl Store {
         &self,
         record: TurnRecord,
     ) -> Result<Conversation, StoreError> {
-        match &self.recorder {
-            Some(recorder) => recorder.record(record).await,
-            None => {
-                let mut tx = self.write_tx().await?;
-                let c = record.write(&mut tx).await?;
-                tx.commit().await?;
-                Ok(c)
-            }
-        }
+        // While SQLite is free the turn is written by its own call (no hand-over to the
+        // writer task, whose scheduling would add to the latency); while it is busy, the
+        // turn joins the group the writer task commits next.
+        let mut tx = match &self.recorder {
+            Some(recorder) => match self.free_writer_turn() {
+                Some(turn) => self.write_tx_in_turn(turn).await?,
+                None => return recorder.record(record).await,
+            },
+            None => self.write_tx().await?,
+        };
+        let c = record.write(&mut tx).await?;
+        tx.commit().await?;
+        Ok(c)
     }
 
     /// The text of the conversation's latest turn by `speaker`, if any.

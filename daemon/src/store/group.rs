@@ -1,10 +1,11 @@
 //! Group commit of bot turns on SQLite. Every bot answer records its turn and decision;
 //! one transaction each meant a commit (WAL frames written, the write lock taken and
 //! released, an fsync with `synchronous = FULL`) and two extra round trips to the
-//! connection's thread per answer. Turns are handed to one task instead, which writes
-//! every turn waiting when it starts in one transaction: under load a commit carries
-//! several answers, and alone a turn waits for nobody. A caller still gets its answer
-//! only once its turn is committed.
+//! connection's thread per answer. A turn that finds SQLite busy is handed to one task
+//! instead, which writes every turn waiting when it starts in one transaction: under load
+//! a commit carries several answers. A turn that finds SQLite free is written by its own
+//! call (`Store::conversation_record`): handing it over would only add the task's
+//! scheduling to its latency. A caller gets its answer only once its turn is committed.
 //!
 //! PostgreSQL takes concurrent writers and groups their WAL flushes itself, so its turns
 //! are written directly.

@@ -247,16 +247,29 @@ impl Store {
             Backend::Sqlite => {
                 // The turn first: a writer waiting for it holds no pooled connection.
                 let turn = self.writer.clone().lock_owned().await;
-                WriteTx {
-                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-                    _turn: Some(turn),
-                }
+                self.write_tx_in_turn(turn).await?
             }
             Backend::Postgres => WriteTx {
                 tx: self.pool.begin().await?,
                 _turn: None,
             },
         })
+    }
+
+    /// SQLite: a write transaction in the writer turn the caller holds.
+    async fn write_tx_in_turn(
+        &self,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<WriteTx, StoreError> {
+        Ok(WriteTx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _turn: Some(turn),
+        })
+    }
+
+    /// SQLite: the writer turn, if no one holds it now.
+    fn free_writer_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.writer.clone().try_lock_owned().ok()
     }
 
     pub fn backend(&self) -> Backend {

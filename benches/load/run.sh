@@ -158,7 +158,7 @@ for line in sys.stdin:
 print(json.dumps({"label": "index search, mean ms on its thread",
                   **{k: round(1000 * v["sum"] / v["count"], 3) for k, v in sorted(s.items()) if v.get("count")}}))
 '
-  # Bot turns per SQLite commit (the group writer, daemon/src/store/group.rs).
+  # Bot turns per commit (direct ones count 1; groups on a busy SQLite, daemon/src/store/group.rs).
   curl -s "http://127.0.0.1:$mport/metrics" | python3 -c '
 import json, sys
 s = {}

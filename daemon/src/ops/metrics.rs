@@ -58,7 +58,7 @@ pub fn install(addr: SocketAddr) -> Result<(), BuildError> {
     );
     metrics::describe_histogram!(
         "confidant_store_turns_per_commit",
-        "Bot turns written in one SQLite transaction (group commit)"
+        "Bot turns written in one transaction (grouped on a busy SQLite)"
     );
     metrics::describe_histogram!(
         "confidant_model_load_seconds",

@@ -247,6 +247,7 @@ impl Store {
         };
         let c = record.write(&mut tx).await?;
         tx.commit().await?;
+        super::group::turns_committed(1);
         Ok(c)
     }
 

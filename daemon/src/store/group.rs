@@ -31,7 +31,7 @@ struct Job {
 #[derive(Clone)]
 pub(crate) struct Recorder {
     jobs: mpsc::Sender<Job>,
-    /// Transactions committed (what tests check grouping by).
+    /// Transactions the writer task committed (what tests check grouping by).
     commits: Arc<AtomicU64>,
 }
 
@@ -61,6 +61,11 @@ impl Recorder {
     }
 }
 
+/// `confidant_store_turns_per_commit`: every commit of bot turns, grouped or not.
+pub(crate) fn turns_committed(n: usize) {
+    metrics::histogram!("confidant_store_turns_per_commit").record(n as f64);
+}
+
 fn closed() -> StoreError {
     StoreError::Database(sqlx::Error::PoolClosed)
 }
@@ -72,7 +77,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>)
         match write(&store, &records).await {
             Ok(convs) => {
                 commits.fetch_add(1, Ordering::Relaxed);
-                metrics::histogram!("confidant_store_turns_per_commit").record(batch.len() as f64);
+                turns_committed(batch.len());
                 for (job, c) in batch.drain(..).zip(convs) {
                     // A caller that went away (its call cancelled) still has its turn stored.
                     let _ = job.reply.send(Ok(c));
@@ -91,6 +96,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>)
                     let r = write(&store, &[&job.record]).await;
                     if r.is_ok() {
                         commits.fetch_add(1, Ordering::Relaxed);
+                        turns_committed(1);
                     }
                     let r = r.and_then(|v| v.into_iter().next().ok_or_else(closed));
                     let _ = job.reply.send(r);

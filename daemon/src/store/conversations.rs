@@ -403,6 +403,9 @@ impl Store {
     /// Routing advice for a contact. A contact routed again keeps its first advice: that
     /// is what first-try accuracy measures.
     pub async fn route_record(&self, tenant: &str, r: &RouteRecord) -> Result<(), StoreError> {
+        // In the writer turn: concurrent routes (and bot turns) queue in the daemon instead
+        // of meeting at SQLite's lock, whose busy handler sleeps between tries.
+        let _turn = self.writer_turn().await;
         sqlx::query(
             "INSERT INTO routing_decisions (tenant, contact_id, customer_id, intent, risk, queue, \
              priority, handled_queue, at) VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8) \

@@ -267,6 +267,16 @@ impl Store {
         })
     }
 
+    /// SQLite: this process's writer turn, for a single statement that writes (it
+    /// commits on its own, so it needs no transaction, only the turn); `None` on
+    /// PostgreSQL.
+    pub(crate) async fn writer_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.writer.clone().lock_owned().await),
+            Backend::Postgres => None,
+        }
+    }
+
     /// SQLite: the writer turn, if no one holds it now.
     fn free_writer_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         self.writer.clone().try_lock_owned().ok()

@@ -164,6 +164,47 @@ async fn sqlite_writers_wait_for_their_turn_without_holding_connections() {
     assert_eq!(n, 6);
 }
 
+#[tokio::test]
+async fn routes_wait_for_the_writer_turn_without_holding_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    let s = Store::open(&url).await.unwrap();
+    let busy = s.write_tx().await.unwrap();
+    // More routes than the pool has connections, all behind the open writer.
+    let mut routes = Vec::new();
+    for i in 0..6 {
+        let s = s.clone();
+        routes.push(tokio::spawn(async move {
+            let r = RouteRecord {
+                contact_id: format!("contact-{i}"),
+                queue: "cards".into(),
+                ..Default::default()
+            };
+            s.route_record("t", &r).await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Waiting in SQLite's busy handler instead, they would hold all four connections.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(3), s.list_tokens(None)).await;
+    assert!(read.is_ok(), "a read found no free connection");
+    assert!(
+        routes.iter().all(|r| !r.is_finished()),
+        "a route wrote past the writer"
+    );
+    busy.commit().await.unwrap();
+    for r in routes {
+        r.await.unwrap().unwrap();
+    }
+    let n: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT COUNT(*) FROM routing_decisions WHERE tenant = 't'")
+            .fetch_one(s.pool())
+            .await
+            .unwrap(),
+        0,
+    );
+    assert_eq!(n, 6);
+}
+
 /// Bot turns queued while the writer is busy: `same` for conversation `c`, one each for
 /// `o0`, `o1`… (`others` of them), decision ids `d0`, `d1`… unless `ids` overrides one.
 async fn queue_turns(

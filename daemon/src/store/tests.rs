@@ -122,11 +122,28 @@ async fn every_sqlite_connection_syncs_as_configured() {
     assert_eq!(Synchronous::parse("off"), None);
 }
 
+/// A store on a SQLite file of its own (kept while the directory lives).
+async fn scratch_sqlite() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("confidant.db").display());
+    let s = Store::open(&url).await.unwrap();
+    (dir, s)
+}
+
+/// Fails unless a read gets a pooled connection within 3 s: writers waiting at SQLite's
+/// lock (its busy handler) would hold all four until its busy timeout ran out.
+async fn assert_a_read_gets_a_connection(s: &Store) {
+    let read = tokio::time::timeout(std::time::Duration::from_secs(3), s.list_tokens(None)).await;
+    assert!(read.is_ok(), "a read found no free connection");
+}
+
+async fn count(s: &Store, sql: &'static str) -> i64 {
+    sqlx::Row::get(&sqlx::query(sql).fetch_one(s.pool()).await.unwrap(), 0)
+}
+
 #[tokio::test]
 async fn sqlite_writers_wait_for_their_turn_without_holding_connections() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("w.db").display());
-    let s = Store::open(&url).await.unwrap();
+    let (_dir, s) = scratch_sqlite().await;
     let first = s.write_tx().await.unwrap();
     // More writers than the pool has connections, all waiting for the first.
     let mut writers = Vec::new();
@@ -148,27 +165,20 @@ async fn sqlite_writers_wait_for_their_turn_without_holding_connections() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     // Waiting writers hold no connection, so a read still gets one (had they queued at
     // SQLite's lock, they would hold all four until its busy timeout ran out).
-    let read = tokio::time::timeout(std::time::Duration::from_secs(3), s.list_tokens(None)).await;
-    assert!(read.is_ok(), "a read found no free connection");
+    assert_a_read_gets_a_connection(&s).await;
     first.commit().await.unwrap();
     for w in writers {
         w.await.unwrap();
     }
-    let n: i64 = sqlx::Row::get(
-        &sqlx::query("SELECT COUNT(*) FROM audit_log WHERE actor = 'w'")
-            .fetch_one(s.pool())
-            .await
-            .unwrap(),
-        0,
+    assert_eq!(
+        count(&s, "SELECT COUNT(*) FROM audit_log WHERE actor = 'w'").await,
+        6
     );
-    assert_eq!(n, 6);
 }
 
 #[tokio::test]
 async fn routes_wait_for_the_writer_turn_without_holding_connections() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("r.db").display());
-    let s = Store::open(&url).await.unwrap();
+    let (_dir, s) = scratch_sqlite().await;
     let busy = s.write_tx().await.unwrap();
     // More routes than the pool has connections, all behind the open writer.
     let mut routes = Vec::new();
@@ -185,8 +195,7 @@ async fn routes_wait_for_the_writer_turn_without_holding_connections() {
     }
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     // Waiting in SQLite's busy handler instead, they would hold all four connections.
-    let read = tokio::time::timeout(std::time::Duration::from_secs(3), s.list_tokens(None)).await;
-    assert!(read.is_ok(), "a read found no free connection");
+    assert_a_read_gets_a_connection(&s).await;
     assert!(
         routes.iter().all(|r| !r.is_finished()),
         "a route wrote past the writer"
@@ -195,14 +204,14 @@ async fn routes_wait_for_the_writer_turn_without_holding_connections() {
     for r in routes {
         r.await.unwrap().unwrap();
     }
-    let n: i64 = sqlx::Row::get(
-        &sqlx::query("SELECT COUNT(*) FROM routing_decisions WHERE tenant = 't'")
-            .fetch_one(s.pool())
-            .await
-            .unwrap(),
-        0,
+    assert_eq!(
+        count(
+            &s,
+            "SELECT COUNT(*) FROM routing_decisions WHERE tenant = 't'"
+        )
+        .await,
+        6
     );
-    assert_eq!(n, 6);
 }
 
 /// Bot turns queued while the writer is busy: `same` for conversation `c`, one each for
@@ -232,9 +241,7 @@ async fn queue_turns(
 
 #[tokio::test]
 async fn bot_turns_waiting_for_the_writer_commit_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("g.db").display());
-    let s = Store::open(&url).await.unwrap();
+    let (_dir, s) = scratch_sqlite().await;
     let busy = s.write_tx().await.unwrap();
     let calls = queue_turns(&s, 5, 3, &[]).await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -276,9 +283,7 @@ async fn bot_turns_waiting_for_the_writer_commit_together() {
 
 #[tokio::test]
 async fn one_bad_turn_does_not_fail_the_others_in_its_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("b.db").display());
-    let s = Store::open(&url).await.unwrap();
+    let (_dir, s) = scratch_sqlite().await;
     answered(&s, "first", "taken").await.unwrap();
     let busy = s.write_tx().await.unwrap();
     // The fourth turn reuses a decision id: its insert fails inside the group.

@@ -1487,3 +1487,89 @@ async fn qa_scores_transcripts_against_the_tenants_rubric() {
     let rep: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(rep["contacts"], 2, "{rep}");
 }
+
+/// Under overload a bot turn is refused at the door (RESOURCE_EXHAUSTED, nothing stored),
+/// while the escape hatch, which needs no model, is still answered with a hand-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_refuses_bot_turns_but_not_the_escape_hatch() {
+    use pb::embedding_service_client::EmbeddingServiceClient;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start(
+        &model,
+        "[inference]\nqueue_capacity = 1\nmax_batch_tokens = 512\nmax_batch_size = 4\n[limits]\nmax_texts_per_request = 64\n",
+    )
+    .await;
+    // Callers that keep the one queue place taken: each asks again as soon as it is
+    // answered or refused.
+    let stop = Arc::new(AtomicBool::new(false));
+    let long = "my card was charged twice and I would like a refund please ".repeat(20);
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        let (channel, token, stop, long) = (
+            d.channel().await,
+            d.token.clone(),
+            stop.clone(),
+            long.clone(),
+        );
+        flood.push(tokio::spawn(async move {
+            let mut c = EmbeddingServiceClient::new(channel);
+            while !stop.load(Ordering::Relaxed) {
+                let req = pb::EmbedRequest {
+                    texts: vec![long.clone(); 32],
+                    kind: 0,
+                };
+                if let Err(s) = c.embed(with_token(req, &token)).await {
+                    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                }
+            }
+        }));
+    }
+    let mut refused = Vec::new();
+    for i in 0..400 {
+        let busy = format!("c-busy-{i}");
+        let escape = format!("c-esc-{i}");
+        let (turn, hatch) = tokio::join!(
+            answer(&d, &busy, "How can I reset my PIN?", None),
+            answer(&d, &escape, "I want to talk to a person", None),
+        );
+        // The hatch sent beside a refused turn met the full queue too.
+        let r = hatch.unwrap_or_else(|s| panic!("the escape hatch was refused: {s:?}"));
+        assert_eq!(outcome(&r), pb::Outcome::Handoff, "{r:?}");
+        assert_eq!(reason(&r), "customer_request");
+        match turn {
+            Err(s) if s.code() == Code::ResourceExhausted => refused.push(busy),
+            Err(s) => panic!("unexpected status {s:?}"),
+            Ok(_) => {}
+        }
+        if refused.len() >= 20 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
+    assert!(
+        !refused.is_empty(),
+        "no bot turn was refused while the queue of 1 was kept full"
+    );
+    // A refused turn left nothing behind.
+    let pool = db(&d).await;
+    for id in &refused {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM conversations WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{id}");
+    }
+    // Recovers at once.
+    let r = answer(&d, "c-after", "How can I reset my PIN?", None)
+        .await
+        .unwrap();
+    assert_ne!(outcome(&r), pb::Outcome::Handoff, "{r:?}");
+}

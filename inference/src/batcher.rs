@@ -90,6 +90,8 @@ struct Counters {
     cancelled: AtomicU64,
     /// Workers inside a forward pass now.
     running: AtomicUsize,
+    /// Requests admitted at the door (`Batcher::admit`) and not yet queued.
+    admitted: AtomicUsize,
 }
 
 struct Job<E> {
@@ -159,6 +161,27 @@ impl<E: BatchEncoder> Batcher<E> {
             Ok(mut m) => *m = model,
             Err(poisoned) => *poisoned.into_inner() = model,
         }
+    }
+
+    /// Holds a place for a request that has work to do before it reaches the queue (a bot
+    /// turn reads its conversation first), or refuses it with `Overloaded` when the requests
+    /// queued and those already admitted fill the queue. Under overload a call is then
+    /// refused before it costs a storage read, instead of after. Drop the admission just
+    /// before embedding: the queue counts the request from then on.
+    pub fn admit(&self) -> Result<Admission> {
+        let c = &self.counters;
+        let ahead = c.admitted.fetch_add(1, Ordering::SeqCst);
+        if ahead + c.depth.load(Ordering::SeqCst) >= self.capacity {
+            c.admitted.fetch_sub(1, Ordering::SeqCst);
+            c.rejected.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("confidant_inference_rejected_total").increment(1);
+            return Err(InferenceError::Overloaded {
+                capacity: self.capacity,
+            });
+        }
+        Ok(Admission {
+            counters: self.counters.clone(),
+        })
     }
 
     /// Embeds `texts`, waiting for a slot in a batch. Errors name the offending `texts[i]`.
@@ -242,6 +265,17 @@ impl<E: BatchEncoder> Batcher<E> {
             worker_alive: self.worker_alive(Duration::from_secs(30)),
             workers: self.workers.len(),
         }
+    }
+}
+
+/// A place held by [`Batcher::admit`]; given back when dropped.
+pub struct Admission {
+    counters: Arc<Counters>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.counters.admitted.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -520,6 +554,46 @@ mod tests {
         }
         drop(release);
         assert!(b.embed(&[words(2)], InputKind::Query).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_door_counts_admitted_requests_against_the_queue() {
+        let (release, gate) = mpsc::channel();
+        let fake = Fake::new(Some(gate));
+        let b = Arc::new(Batcher::new(fake.clone(), config(2)).unwrap());
+        // One request in the worker (blocked in forward), one queued behind it.
+        let mut waiting = Vec::new();
+        for _ in 0..2 {
+            let b = b.clone();
+            waiting.push(tokio::spawn(async move {
+                b.embed(&[words(2)], InputKind::Query).await
+            }));
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        assert_eq!(b.stats().queue_depth, 1);
+        // One place left: the first admission takes it, the second is refused at the door.
+        let held = b.admit().expect("a place is left");
+        let refused = b.admit();
+        assert!(
+            matches!(refused, Err(InferenceError::Overloaded { capacity: 2 })),
+            "{:?}",
+            refused.err()
+        );
+        assert_eq!(b.stats().rejected, 1);
+        // Given back, the place admits again.
+        drop(held);
+        let again = b.admit().expect("the place was given back");
+        drop(again);
+        for _ in 0..10 {
+            let _ = release.send(());
+        }
+        for w in waiting {
+            assert!(w.await.unwrap().is_ok());
+        }
+        drop(release);
+        assert_eq!(b.stats().queue_depth, 0);
+        let _both = [b.admit().unwrap(), b.admit().unwrap()];
+        assert!(b.admit().is_err(), "two admitted fill a queue of two");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -19,7 +19,7 @@ mod pooling;
 mod st_config;
 mod tokenize;
 
-pub use batcher::{BatchEncoder, Batcher, BatcherConfig, BatcherStats};
+pub use batcher::{Admission, BatchEncoder, Batcher, BatcherConfig, BatcherStats};
 pub use device::DeviceKind;
 pub use error::InferenceError;
 pub use manifest::{

@@ -390,6 +390,14 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
     let policies = app.policies();
     let bot = &policies.bot;
     let store = app.store();
+    // Under overload a turn is refused here, before the reads below: refused after them,
+    // every call of a 10x overload read SQLite and the accepted ones waited seconds for a
+    // connection. The escape hatch needs no model and is let through.
+    let admission = if bot.wants_person(&input.text) {
+        None
+    } else {
+        Some(app.batcher().admit()?)
+    };
     // One read for a new conversation (the usual first turn), two for an ongoing one.
     let conv = match store
         .conversation_get(&input.tenant, &input.conversation_id)
@@ -433,11 +441,13 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
     };
     // The conversation as it stood before this turn; the turn and the decision are
     // written together once decided. The model runs before anything is written: under
-    // overload the call is refused (RESOURCE_EXHAUSTED) at no storage cost and leaves no
+    // overload the call is refused (RESOURCE_EXHAUSTED) at no write cost and leaves no
     // half-recorded turn. A turn the rules settle without the model (a handed-off
     // conversation, the escape hatch) skips it.
     let mut conv = conv.unwrap_or_else(|| start.clone());
     let held = !conv.handoff_reason.is_empty();
+    // From here the queue counts the call itself.
+    drop(admission);
     let vector = if held || bot.wants_person(&input.text) {
         Vec::new()
     } else {

@@ -6,7 +6,9 @@
 # many concurrent streams, and agent-assist turn latency (a 1,000-turn transcript replayed
 # through one assist stream, from the daemon's histogram). One JSON line per run.
 #
-#   benches/load/run.sh            # DURATION=20 CONCURRENCY=8 OVERLOAD_SECONDS=60
+#   benches/load/run.sh            # DURATION=20 CONCURRENCY=64 OVERLOAD_SECONDS=60
+#                                  # (64 callers: where Embed and Answer capacity peak on
+#                                  # 2 cores; at 8 Embed leaves a quarter of the machine idle)
 #   BIG_KB=1 benches/load/run.sh   # ... with ~100k chunks (MedQuAD + BANKING77, big_kb.py)
 #                                  # beside the demo KB: ~50 min more to embed them on
 #                                  # a 2-core AVX2 machine (~38 texts/s)
@@ -40,7 +42,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 duration="${DURATION:-20}"
-conc="${CONCURRENCY:-8}"
+conc="${CONCURRENCY:-64}"
 overload_s="${OVERLOAD_SECONDS:-60}"
 utt="${UTTERANCES:-../shared/bench/utterances_2000.txt}"
 [ -f "$utt" ] || { echo "load/run.sh: $utt not found (needs ../shared)" >&2; exit 1; }

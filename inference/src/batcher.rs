@@ -526,20 +526,30 @@ mod tests {
         assert_eq!(b.stats().texts, 60);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn full_queue_is_refused_at_once_and_recovers() {
-        let (release, gate) = mpsc::channel();
-        let fake = Fake::new(Some(gate));
-        let b = Arc::new(Batcher::new(fake.clone(), config(2)).unwrap());
-        // The first request occupies the worker (blocked in forward); two more fill the queue.
+    /// `n` requests sent 60 ms apart, each left to wait: with a gated fake the first
+    /// occupies the worker and the rest queue.
+    async fn occupy(
+        b: &Arc<Batcher<Fake>>,
+        n: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<Vec<Embedding>>>> {
         let mut waiting = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..n {
             let b = b.clone();
             waiting.push(tokio::spawn(async move {
                 b.embed(&[words(2)], InputKind::Query).await
             }));
             tokio::time::sleep(Duration::from_millis(60)).await;
         }
+        waiting
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn full_queue_is_refused_at_once_and_recovers() {
+        let (release, gate) = mpsc::channel();
+        let fake = Fake::new(Some(gate));
+        let b = Arc::new(Batcher::new(fake.clone(), config(2)).unwrap());
+        // The first request occupies the worker (blocked in forward); two more fill the queue.
+        let waiting = occupy(&b, 3).await;
         let refused = b.embed(&[words(2)], InputKind::Query).await;
         assert!(
             matches!(refused, Err(InferenceError::Overloaded { capacity: 2 })),
@@ -562,14 +572,7 @@ mod tests {
         let fake = Fake::new(Some(gate));
         let b = Arc::new(Batcher::new(fake.clone(), config(2)).unwrap());
         // One request in the worker (blocked in forward), one queued behind it.
-        let mut waiting = Vec::new();
-        for _ in 0..2 {
-            let b = b.clone();
-            waiting.push(tokio::spawn(async move {
-                b.embed(&[words(2)], InputKind::Query).await
-            }));
-            tokio::time::sleep(Duration::from_millis(60)).await;
-        }
+        let waiting = occupy(&b, 2).await;
         assert_eq!(b.stats().queue_depth, 1);
         // One place left: the first admission takes it, the second is refused at the door.
         let held = b.admit().expect("a place is left");

@@ -116,10 +116,10 @@ async fn model_dtype_int8_is_served_within_cosine_0_999_and_logged() {
         assert!(cos >= 0.999, "cosine {cos} for {t:?}");
     }
     let log = d.log_text();
-    if confidant_inference::int8_available() {
-        assert!(log.contains("native-vnni-int8"), "engine not logged: {log}");
+    if let Some(engine) = confidant_inference::int8_engine() {
+        assert!(log.contains(engine), "engine not logged: {log}");
     } else {
-        // Without VNNI the daemon says so and serves f32.
+        // Without AVX2 or VNNI the daemon says so and serves f32.
         eprintln!("int8 unavailable here: checking the f32 fallback instead");
         assert!(
             log.contains("AVX-512-VNNI") && log.contains("native-f32"),

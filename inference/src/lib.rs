@@ -26,7 +26,7 @@ pub use manifest::{
     Architecture, MANIFEST_FILE, Manifest, ModelInfo, Pooling, Scores, sha256_file,
 };
 pub use model::{Embedding, EmbeddingModel, LoadOptions};
-pub use native::{amx_available, avx512_bf16_available, int8_available};
+pub use native::{amx_available, avx512_bf16_available, int8_available, int8_engine};
 pub use tokenize::{Encoded, InputKind};
 
 pub type Result<T, E = InferenceError> = std::result::Result<T, E>;

@@ -171,7 +171,9 @@ impl EmbeddingModel {
         // The native encoder reads f32 weights whatever it computes in.
         let native = match opts.device {
             DeviceKind::Cpu if !opts.candle && int8 => Precision::int8().or_else(|| {
-                tracing::warn!("dtype int8 needs AVX-512-VNNI, which this CPU lacks: running f32");
+                tracing::warn!(
+                    "dtype int8 needs AVX2 or AVX-512-VNNI, which this CPU lacks: running f32"
+                );
                 Some(Precision::F32)
             }),
             DeviceKind::Cpu if !opts.candle => Precision::for_dtype(dtype),

@@ -68,7 +68,8 @@ pub(crate) enum Precision {
     AmxBf16,
     /// The same numbers with AVX-512-BF16 dot products (`vdpbf16ps`).
     Avx512Bf16,
-    /// 8-bit weights and activations on AVX-512-VNNI (`vpdpbusd`), i32 accumulation.
+    /// 8-bit weights and activations on AVX-512-VNNI (`vpdpbusd`) or AVX2
+    /// (`vpmaddubsw`, 7-bit weights), i32 accumulation.
     Int8,
 }
 
@@ -83,7 +84,7 @@ impl Precision {
         }
     }
 
-    /// int8 where this CPU has VNNI, else `None`.
+    /// int8 where this CPU has VNNI or AVX2, else `None`.
     pub(crate) fn int8() -> Option<Self> {
         int8_available().then_some(Self::Int8)
     }
@@ -94,7 +95,8 @@ impl Precision {
             Self::F32 => "native-f32",
             Self::AmxBf16 => "native-amx-bf16",
             Self::Avx512Bf16 => "native-avx512-bf16",
-            Self::Int8 => "native-vnni-int8",
+            Self::Int8 if int8_vnni() => "native-vnni-int8",
+            Self::Int8 => "native-avx2-int8",
         }
     }
 }
@@ -123,11 +125,28 @@ pub fn avx512_bf16_available() -> bool {
     }
 }
 
-/// True when this CPU has AVX-512-VNNI int8 dot products.
+/// True when this CPU has int8 dot products: AVX-512-VNNI, or AVX2's slower pair.
 pub fn int8_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         int8::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The engine a model loaded with dtype int8 reports on this CPU, if it has int8.
+pub fn int8_engine() -> Option<&'static str> {
+    Precision::int8().map(Precision::engine)
+}
+
+/// True when int8 runs on AVX-512-VNNI rather than AVX2.
+fn int8_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        int8::isa() == Some(int8::Isa::Vnni)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -197,7 +216,9 @@ impl Linear {
         };
         #[cfg(target_arch = "x86_64")]
         let int8 = match precision {
-            Precision::Int8 => int8::PackedI8::pack(&w, &b, out, inp),
+            Precision::Int8 => {
+                int8::isa().and_then(|isa| int8::PackedI8::pack(&w, &b, out, inp, isa))
+            }
             _ => None,
         };
         #[cfg(target_arch = "x86_64")]

@@ -68,8 +68,8 @@ pub(crate) enum Precision {
     AmxBf16,
     /// The same numbers with AVX-512-BF16 dot products (`vdpbf16ps`).
     Avx512Bf16,
-    /// 8-bit weights and activations on AVX-512-VNNI (`vpdpbusd`) or AVX2
-    /// (`vpmaddubsw`, 7-bit weights), i32 accumulation.
+    /// 8-bit weights and activations on AVX-512-VNNI (`vpdpbusd`) or AVX2 (`vpmaddwd`
+    /// on the same values widened to i16), i32 accumulation.
     Int8,
 }
 
@@ -125,7 +125,7 @@ pub fn avx512_bf16_available() -> bool {
     }
 }
 
-/// True when this CPU has int8 dot products: AVX-512-VNNI, or AVX2's slower pair.
+/// True when this CPU runs int8: on AVX-512-VNNI, or on AVX2 (same results, slower).
 pub fn int8_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

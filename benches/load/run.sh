@@ -11,7 +11,8 @@
 #                                  # 2 cores; at 8 Embed leaves a quarter of the machine idle)
 #   BIG_KB=1 benches/load/run.sh   # ... with ~100k chunks (MedQuAD + BANKING77, big_kb.py)
 #                                  # beside the demo KB: ~50 min more to embed them on
-#                                  # a 2-core AVX2 machine (~38 texts/s)
+#                                  # a 2-core AVX2 machine at f32 (~38 texts/s); DTYPE=int8
+#                                  # embeds 2-3x faster there (benches/README.md)
 #
 #   DTYPE=int8 benches/load/run.sh # model.dtype for the runs (default: the model's own, f32)
 #   WORK=target/load-big BIG_KB=1 benches/load/run.sh

@@ -185,13 +185,13 @@ impl QuantRows {
         self.zero.resize(rows * groups, 0.0);
         let values = x[..rows * inp].as_chunks::<GROUP>().0;
         let quantised = self.q[..rows * inp].as_chunks_mut::<GROUP>().0;
-        let wide = Isa::Vnni.supported();
-        assert!(wide || Isa::Avx2.supported());
+        let avx512 = Isa::Vnni.supported();
+        assert!(avx512 || Isa::Avx2.supported());
         for (i, (x, q)) in values.iter().zip(quantised).enumerate() {
             // SAFETY: the CPU has AVX-512F and BW, or AVX2 and FMA (asserted above).
             #[allow(unsafe_code)]
             let (s, z) = unsafe {
-                if wide {
+                if avx512 {
                     quantize_group(x, q)
                 } else {
                     quantize_group_avx2(x, q)

@@ -47,7 +47,8 @@ struct Args {
     limit: usize,
     #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
     hnsw_ef: Vec<usize>,
-    /// index.quantization: none or int8 (int8 builds the copies on the first open).
+    /// index.quantization: none, int8, turbo4, turbo2 or binary2 (another kind than the
+    /// index holds is built by the optimiser on the first open, with a new graph).
     #[arg(long, default_value = "none")]
     quantization: String,
     /// index.quantization_oversampling
@@ -135,11 +136,13 @@ fn main() -> anyhow::Result<()> {
     }
     let tuning = IndexTuning {
         hnsw_ef: a.hnsw_ef.first().copied().unwrap_or(128),
-        quantization: match a.quantization.as_str() {
-            "none" => Quantization::None,
-            "int8" => Quantization::Int8,
-            other => anyhow::bail!("--quantization {other:?}: expected none or int8"),
-        },
+        quantization: Quantization::parse(&a.quantization).with_context(|| {
+            format!(
+                "--quantization {:?}: expected one of {}",
+                a.quantization,
+                Quantization::NAMES.join(", ")
+            )
+        })?,
         oversampling: a.oversampling,
         hnsw_m: a.hnsw_m,
         hnsw_ef_construct: a.hnsw_ef_construct,

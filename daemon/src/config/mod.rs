@@ -109,10 +109,12 @@ pub struct IndexConfig {
     pub hnsw_m: usize,
     /// Candidates considered while the graph is built (a change rebuilds it).
     pub hnsw_ef_construct: usize,
-    /// "none" or "int8": int8 copies of the vectors (a quarter of the memory a search
-    /// reads) are searched first and the best candidates re-scored with the full vectors.
+    /// The in-RAM copy of the vectors a search walks the graph with, the best candidates
+    /// then re-scored with the full vectors: "int8" (default; a quarter of f32), "turbo4",
+    /// "turbo2", "binary2" (an eighth, a sixteenth, a sixteenth: for knowledge bases whose
+    /// int8 copy does not fit in RAM; slower and recalling less at 115k chunks), "none".
     pub quantization: String,
-    /// quantization = "int8": candidates re-scored per hit asked for.
+    /// quantization other than "none": candidates re-scored per hit asked for.
     pub quantization_oversampling: f64,
     /// ACORN for filtered searches that most chunks fail (several filters at once): keeps
     /// recall against exact search, at 10× or more the time of those searches.
@@ -398,11 +400,7 @@ impl Config {
             hnsw_ef: ix.hnsw_ef,
             hnsw_m: ix.hnsw_m,
             hnsw_ef_construct: ix.hnsw_ef_construct,
-            quantization: if ix.quantization == "int8" {
-                Quantization::Int8
-            } else {
-                Quantization::None
-            },
+            quantization: Quantization::parse(&ix.quantization).unwrap_or(Quantization::None),
             oversampling: ix.quantization_oversampling,
             acorn: ix.acorn,
             max_segment_mb: ix.max_segment_mb,
@@ -566,10 +564,14 @@ impl Config {
         if !(4..=4096).contains(&ix.hnsw_ef_construct) {
             return Err(invalid("index.hnsw_ef_construct", "expected 4–4096"));
         }
-        if !matches!(ix.quantization.as_str(), "none" | "int8") {
+        if Quantization::parse(&ix.quantization).is_none() {
             return Err(invalid(
                 "index.quantization",
-                format!("{:?}: expected \"none\" or \"int8\"", ix.quantization),
+                format!(
+                    "{:?}: expected one of {}",
+                    ix.quantization,
+                    Quantization::NAMES.join(", ")
+                ),
             ));
         }
         if !(1.0..=16.0).contains(&ix.quantization_oversampling) {

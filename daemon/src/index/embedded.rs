@@ -122,17 +122,23 @@ impl EmbeddedIndex {
     fn tune(config: &mut EdgeConfig, tuning: &IndexTuning) -> Result<(), String> {
         config.hnsw_config.m = tuning.hnsw_m;
         config.hnsw_config.ef_construct = tuning.hnsw_ef_construct;
+        // Always in RAM, whatever the full vectors' storage: the walk reads them.
         let quantization = match tuning.quantization {
             Quantization::None => None,
             // Quantile 0.99 clips the rare extreme components so that the other 255 steps
-            // are spent where the values are; always in RAM, whatever the vectors' storage.
-            Quantization::Int8 => Some(
-                serde_json::from_value::<QuantizationConfig>(json!({
-                    "scalar": {"type": "int8", "quantile": 0.99, "always_ram": true}
-                }))
-                .map_err(|e| e.to_string())?,
-            ),
-        };
+            // are spent where the values are.
+            Quantization::Int8 => Some(json!({
+                "scalar": {"type": "int8", "quantile": 0.99, "always_ram": true}
+            })),
+            Quantization::Turbo4 => Some(json!({"turbo": {"bits": "bits4", "always_ram": true}})),
+            Quantization::Turbo2 => Some(json!({"turbo": {"bits": "bits2", "always_ram": true}})),
+            Quantization::Binary2 => Some(json!({"binary": {
+                "encoding": "two_bits", "query_encoding": "scalar8bits", "always_ram": true
+            }})),
+        }
+        .map(serde_json::from_value::<QuantizationConfig>)
+        .transpose()
+        .map_err(|e| e.to_string())?;
         let dense = config
             .vectors
             .get_mut(DENSE)

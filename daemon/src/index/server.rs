@@ -13,14 +13,15 @@ use std::time::Duration;
 use qdrant_client::qdrant::value::Kind;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
-    AcornSearchParamsBuilder, Condition, CountPointsBuilder, CreateCollectionBuilder,
+    AcornSearchParamsBuilder, BinaryQuantizationBuilder, BinaryQuantizationEncoding,
+    BinaryQuantizationQueryEncoding, Condition, CountPointsBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter,
     HnswConfigDiffBuilder, KeywordIndexParamsBuilder, Modifier, NamedVectors,
     PayloadIncludeSelector, PointId, PointStruct, QuantizationSearchParamsBuilder,
     QuantizationType, Query as QdrantQuery, QueryPointsBuilder, Range, ScalarQuantizationBuilder,
     ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
-    SparseVectorsConfigBuilder, UpsertPointsBuilder, Value as QValue, Vector, VectorInput,
-    VectorParamsBuilder, VectorsConfigBuilder,
+    SparseVectorsConfigBuilder, TurboQuantBitSize, TurboQuantizationBuilder, UpsertPointsBuilder,
+    Value as QValue, Vector, VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use qdrant_edge::external::uuid::Uuid;
@@ -227,12 +228,12 @@ impl ServerIndex {
             params = params.acorn(AcornSearchParamsBuilder::new(true));
         }
         match (query, self.tuning.quantization) {
-            (Query::Dense(_), Quantization::Int8) => params.quantization(
+            (Query::Dense(_), Quantization::None) | (Query::Sparse(_), _) => params,
+            (Query::Dense(_), _) => params.quantization(
                 QuantizationSearchParamsBuilder::default()
                     .rescore(true)
                     .oversampling(self.tuning.oversampling.max(1.0)),
             ),
-            _ => params,
         }
     }
 
@@ -254,14 +255,31 @@ impl ServerIndex {
                         .m(t.hnsw_m as u64)
                         .ef_construct(t.hnsw_ef_construct as u64),
                 );
-            if t.quantization == Quantization::Int8 {
-                params = params.quantization_config(
+            // The embedded index's settings (embedded.rs `tune`), in the client's terms.
+            params = match t.quantization {
+                Quantization::None => params,
+                Quantization::Int8 => params.quantization_config(
                     ScalarQuantizationBuilder::default()
                         .r#type(QuantizationType::Int8.into())
                         .quantile(0.99)
                         .always_ram(true),
-                );
-            }
+                ),
+                Quantization::Turbo4 | Quantization::Turbo2 => params.quantization_config(
+                    TurboQuantizationBuilder::default()
+                        .bits(if t.quantization == Quantization::Turbo4 {
+                            TurboQuantBitSize::Bits4
+                        } else {
+                            TurboQuantBitSize::Bits2
+                        })
+                        .always_ram(true),
+                ),
+                Quantization::Binary2 => params.quantization_config(
+                    BinaryQuantizationBuilder::default()
+                        .encoding(BinaryQuantizationEncoding::TwoBits)
+                        .query_encoding(BinaryQuantizationQueryEncoding::scalar8bits())
+                        .always_ram(true),
+                ),
+            };
             let mut dense = VectorsConfigBuilder::default();
             dense.add_named_vector_params(DENSE, params);
             let create = CreateCollectionBuilder::new(self.collection.clone())

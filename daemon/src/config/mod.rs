@@ -820,6 +820,10 @@ mod tests {
         assert_eq!(t.quantization, Quantization::Int8);
         assert_eq!((t.max_segment_mb, t.segments), (4096, 1));
         assert!(t.acorn);
+        for name in Quantization::NAMES {
+            let c = Config::from_parts("", env(&[("CONFIDANT__INDEX__QUANTIZATION", name)]));
+            assert_eq!(c.unwrap().index_tuning().quantization.name(), name);
+        }
         for (file, key) in [
             ("[index]\nquantization = \"pq\"\n", "index.quantization"),
             ("[index]\nhnsw_ef = 0\n", "index.hnsw_ef"),

@@ -140,7 +140,7 @@ fn main() -> anyhow::Result<()> {
             format!(
                 "--quantization {:?}: expected one of {}",
                 a.quantization,
-                Quantization::NAMES.join(", ")
+                Quantization::names()
             )
         })?,
         oversampling: a.oversampling,

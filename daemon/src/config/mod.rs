@@ -570,7 +570,7 @@ impl Config {
                 format!(
                     "{:?}: expected one of {}",
                     ix.quantization,
-                    Quantization::NAMES.join(", ")
+                    Quantization::names()
                 ),
             ));
         }
@@ -820,9 +820,9 @@ mod tests {
         assert_eq!(t.quantization, Quantization::Int8);
         assert_eq!((t.max_segment_mb, t.segments), (4096, 1));
         assert!(t.acorn);
-        for name in Quantization::NAMES {
-            let c = Config::from_parts("", env(&[("CONFIDANT__INDEX__QUANTIZATION", name)]));
-            assert_eq!(c.unwrap().index_tuning().quantization.name(), name);
+        for q in Quantization::ALL {
+            let c = Config::from_parts("", env(&[("CONFIDANT__INDEX__QUANTIZATION", q.name())]));
+            assert_eq!(c.unwrap().index_tuning().quantization, q);
         }
         for (file, key) in [
             ("[index]\nquantization = \"pq\"\n", "index.quantization"),

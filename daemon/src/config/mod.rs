@@ -112,7 +112,7 @@ pub struct IndexConfig {
     /// The in-RAM copy of the vectors a search walks the graph with, the best candidates
     /// then re-scored with the full vectors: "int8" (default; a quarter of f32), "turbo4",
     /// "turbo2", "binary2" (an eighth, a sixteenth, a sixteenth: for knowledge bases whose
-    /// int8 copy does not fit in RAM; slower and recalling less at 115k chunks), "none".
+    /// int8 copy does not fit in RAM; each searched slower than int8 at 115k chunks), "none".
     pub quantization: String,
     /// quantization other than "none": candidates re-scored per hit asked for.
     pub quantization_oversampling: f64,

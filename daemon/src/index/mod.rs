@@ -62,7 +62,7 @@ pub struct IndexTuning {
 
 /// The compact copy of the dense vectors a search walks the graph with (re-scored with
 /// the full vectors afterwards), kept in RAM. Copies smaller than int8 save RAM; on a
-/// 115k-chunk knowledge base they searched slower and recalled less (benches/README.md).
+/// 115k-chunk knowledge base each searched slower than int8 (benches/README.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantization {
     None,

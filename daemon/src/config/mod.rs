@@ -103,7 +103,9 @@ pub struct IndexConfig {
     pub collection: String,
     /// backend = "qdrant": per-request timeout.
     pub timeout_seconds: u64,
-    /// Candidates an HNSW search explores: more is slower and closer to exact search.
+    /// Candidates an HNSW search explores: more is slower and closer to exact search. With
+    /// quantization the engine explores at least `quantization_oversampling` × the hits
+    /// asked (2.0 × 50 per signal): a value below that changes nothing (benches/README.md).
     pub hnsw_ef: usize,
     /// HNSW graph edges per node (a change rebuilds the graph in the background).
     pub hnsw_m: usize,

@@ -21,7 +21,9 @@ utt="${UTTERANCES:-../shared/bench/utterances_2000.txt}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp -r "$big/confidant.db" "$big/index" "$work/"
-for f in confidant.db-wal confidant.db-shm; do [ -f "$big/$f" ] && cp "$big/$f" "$work/"; done
+for f in confidant.db-wal confidant.db-shm; do
+  if [ -f "$big/$f" ]; then cp "$big/$f" "$work/"; fi
+done
 python3 benches/kb_eval/prepare.py --out "$work/data" --medquad-stride 8 >&2
 cat > "$work/confidantd.toml" <<TOML
 [server]

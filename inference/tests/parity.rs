@@ -206,6 +206,45 @@ fn keeps_cosine_0_999_with_f32(dir: &Path, dtype: &str, expected: &str) {
     assert!(worst >= 0.999, "lowest cosine {worst}");
 }
 
+/// One text per pass (a lone caller's) is shared by outputs over kept threads at f32, a
+/// long text by rows: every thread count gives one text the same vector, at f32 and at
+/// int8 (which does not share a short text).
+#[test]
+fn one_text_gets_the_same_vector_on_any_number_of_threads() {
+    let Some(dir) = model_dir() else { return };
+    let mut dtypes = vec!["f32"];
+    if confidant_inference::int8_engine().is_some() {
+        dtypes.push("int8");
+    } else {
+        eprintln!("SKIPPED the int8 half: this CPU has neither AVX2 nor AVX-512-VNNI");
+    }
+    for dtype in dtypes {
+        let opts = LoadOptions {
+            dtype: Some(dtype.into()),
+            ..Default::default()
+        };
+        let model = EmbeddingModel::load(&dir, &opts).unwrap();
+        for text in varied_texts().iter().step_by(7) {
+            let enc = model.tokenize(text, InputKind::Query).unwrap();
+            let one = model.forward_threads(&[&enc], 1).unwrap();
+            for threads in [2, 3, 5] {
+                let many = model.forward_threads(&[&enc], threads).unwrap();
+                let worst = one[0]
+                    .iter()
+                    .zip(&many[0])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                // Each output is the same sum on any thread; gemm may block k differently
+                // for fewer columns, hence not bit for bit at f32.
+                assert!(
+                    worst <= 1e-5,
+                    "{dtype}, {threads} threads: {worst} off for {text:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn long_inputs_are_truncated_at_256_and_say_so() {
     let Some(dir) = model_dir() else { return };

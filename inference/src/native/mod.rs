@@ -40,9 +40,12 @@ mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod bf16;
+mod helpers;
 #[cfg(target_arch = "x86_64")]
 mod int8;
 mod math;
+
+use std::sync::Arc;
 
 use candle_core::DType;
 use candle_nn::VarBuilder;
@@ -172,11 +175,11 @@ struct Norm {
 }
 
 struct Layer {
-    qkv: Linear,
-    attn_out: Linear,
+    qkv: Arc<Linear>,
+    attn_out: Arc<Linear>,
     ln1: Norm,
-    inter: Linear,
-    output: Linear,
+    inter: Arc<Linear>,
+    output: Arc<Linear>,
     ln2: Norm,
 }
 
@@ -188,6 +191,8 @@ pub(crate) struct NativeEncoder {
     emb_ln: Norm,
     layers: Vec<Layer>,
     precision: Precision,
+    /// Kept threads that take shares of a lone text's layers.
+    helpers: helpers::Helpers,
 }
 
 fn flat(vb: &VarBuilder, dims: &[usize], name: &str) -> Result<Vec<f32>> {
@@ -281,15 +286,48 @@ impl Linear {
             math::add_bias(&mut y[..rows * self.out], &self.b);
             return;
         }
-        let (m, n, k) = (rows, self.out, self.inp);
-        // SAFETY: the pointers cover exactly m×k, n×k and m×n f32 values of live slices
-        // (lengths follow from how the encoder sizes its buffers; asserted here), and gemm
-        // reads and writes nothing outside the strides it is given.
-        assert!(x.len() >= m * k && y.len() >= m * n && self.w.len() == n * k);
+        self.apply_cols(x, rows, 0..self.out, y);
+    }
+}
+
+/// The least work (multiply-adds) handed to another thread when one text's layer is
+/// shared by outputs: ~10 µs of f32 on the 2-core development machines, so only a text of
+/// a token or two stays on one thread (a floor of 2^20 measured slower on one-text passes).
+const MIN_MACS_PER_SHARE: usize = 1 << 17;
+
+/// Up to this many rows (a few texts) a layer is shared by outputs over kept threads;
+/// above it by rows over threads spawned for the layer, whose cost the larger share pays
+/// for, and which spares copying the input and the outputs.
+const MAX_ROWS_BY_OUTPUTS: usize = 256;
+
+impl Linear {
+    /// Whether `rows` rows are worth sharing by outputs over `threads` threads: f32 only,
+    /// where each share holds enough multiply-adds to pay for handing it over. The int8
+    /// kernels do a short text's pass in ~2.6 ms; shared, a lone answer's p50 fell by
+    /// 0.5 ms but its p99 rose by 7 ms and its CPU by half (benches/README.md), and the
+    /// bf16 kernels take whole layers.
+    fn splits_by_outputs(&self, rows: usize, threads: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self.int8.is_some() {
+            return false;
+        }
+        self.packed.is_none() && rows * self.inp * self.out / threads >= MIN_MACS_PER_SHARE
+    }
+
+    /// Outputs `cols` of [`Linear::apply`] (bias included) of f32 weights into
+    /// `y[rows, cols.len()]`.
+    fn apply_cols(&self, x: &[f32], rows: usize, cols: std::ops::Range<usize>, y: &mut [f32]) {
+        let (n, k) = (cols.len(), self.inp);
+        // SAFETY: the pointers cover exactly rows×k input values, the n×k weights from
+        // output `cols.start` on and rows×n outputs of live slices (lengths follow from how
+        // the encoder sizes its buffers; asserted here), and gemm reads and writes nothing
+        // outside the strides it is given.
+        assert!(x.len() >= rows * k && y.len() >= rows * n);
+        assert!(cols.end <= self.out && self.w.len() == self.out * k);
         #[allow(unsafe_code)]
         unsafe {
             gemm::gemm(
-                m,
+                rows,
                 n,
                 k,
                 y.as_mut_ptr(),
@@ -299,7 +337,7 @@ impl Linear {
                 x.as_ptr(),
                 1,
                 k as isize,
-                self.w.as_ptr(),
+                self.w[cols.start * k..].as_ptr(),
                 k as isize,
                 1,
                 0.0f32,
@@ -310,7 +348,7 @@ impl Linear {
                 gemm::Parallelism::None,
             );
         }
-        math::add_bias(&mut y[..rows * self.out], &self.b);
+        math::add_bias(&mut y[..rows * n], &self.b[cols]);
     }
 }
 
@@ -360,21 +398,26 @@ impl NativeEncoder {
                 b.extend(flat(&s.pp(part), &[h], "bias")?);
             }
             layers.push(Layer {
-                qkv: Linear::new(w, b, 3 * h, h, precision),
-                attn_out: Linear::load(&att.pp("output").pp("dense"), h, h, precision)?,
+                qkv: Arc::new(Linear::new(w, b, 3 * h, h, precision)),
+                attn_out: Arc::new(Linear::load(
+                    &att.pp("output").pp("dense"),
+                    h,
+                    h,
+                    precision,
+                )?),
                 ln1: norm(&att.pp("output").pp("LayerNorm"), h)?,
-                inter: Linear::load(
+                inter: Arc::new(Linear::load(
                     &l.pp("intermediate").pp("dense"),
                     shape.intermediate,
                     h,
                     precision,
-                )?,
-                output: Linear::load(
+                )?),
+                output: Arc::new(Linear::load(
                     &l.pp("output").pp("dense"),
                     h,
                     shape.intermediate,
                     precision,
-                )?,
+                )?),
                 ln2: norm(&l.pp("output").pp("LayerNorm"), h)?,
             });
         }
@@ -386,6 +429,7 @@ impl NativeEncoder {
             emb_ln,
             layers,
             precision,
+            helpers: helpers::Helpers::new(crate::cpu_threads().saturating_sub(1)),
         })
     }
 
@@ -480,17 +524,24 @@ impl NativeEncoder {
         Ok(x)
     }
 
-    /// One linear layer over all rows, split by rows across threads, each thread running
-    /// its own epilogue.
+    /// One linear layer over all rows: a few texts' rows shared by outputs over kept
+    /// threads (f32), more split by rows across threads, each running its own epilogue.
     fn linear(
         &self,
-        l: &Linear,
+        l: &Arc<Linear>,
         x: &[f32],
         rows: usize,
         y: &mut [f32],
         epi: Epilogue,
         threads: usize,
     ) {
+        if threads > 1
+            && rows > 0
+            && rows <= MAX_ROWS_BY_OUTPUTS
+            && l.splits_by_outputs(rows, threads)
+        {
+            return self.linear_by_outputs(l, x, rows, y, epi, threads);
+        }
         // Whole 32-row blocks per thread, so the AMX path pads only the last one.
         let per = rows.div_ceil(threads).div_ceil(32) * 32;
         let eps = self.shape.eps;
@@ -524,6 +575,67 @@ impl NativeEncoder {
                 s.spawn(move || run(start, ys));
             }
         });
+    }
+
+    /// [`NativeEncoder::linear`] for a few texts' rows (a lone caller's one text has too
+    /// few to share by 32-row blocks): each thread computes some of the outputs of every
+    /// row, so a lone answer's model pass uses every core the batcher gave it instead of
+    /// one. The other shares go to kept threads ([`helpers`]); where none is free, this
+    /// thread computes them all.
+    fn linear_by_outputs(
+        &self,
+        l: &Arc<Linear>,
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+        epi: Epilogue,
+        threads: usize,
+    ) {
+        let shares = 1 + self.helpers.available(threads - 1);
+        let per = l.out.div_ceil(16).div_ceil(shares) * 16;
+        let ranges: Vec<std::ops::Range<usize>> = (0..l.out)
+            .step_by(per)
+            .map(|s| s..(s + per).min(l.out))
+            .collect();
+        let input: Arc<[f32]> = Arc::from(&x[..rows * l.inp]);
+        let gelu = matches!(epi, Epilogue::Gelu);
+        let (reply, replies) = flume::bounded(ranges.len());
+        for (index, cols) in ranges.iter().enumerate().skip(1) {
+            self.helpers.send(helpers::Job {
+                linear: Arc::clone(l),
+                input: Arc::clone(&input),
+                rows,
+                cols: cols.clone(),
+                gelu,
+                reply: reply.clone(),
+                index,
+            });
+        }
+        drop(reply);
+        let mut parts: Vec<Option<Vec<f32>>> = vec![None; ranges.len()];
+        parts[0] = Some(helpers::share(l, &input, rows, ranges[0].clone(), gelu));
+        for _ in 1..ranges.len() {
+            match helpers::next(&replies) {
+                Some((index, part)) => parts[index] = part,
+                None => break,
+            }
+        }
+        for (cols, part) in ranges.iter().zip(parts) {
+            // A share whose thread failed (a panic there) is computed here, once more.
+            let part = part.unwrap_or_else(|| helpers::share(l, &input, rows, cols.clone(), gelu));
+            let n = cols.len();
+            for (r, src) in part.chunks_exact(n).enumerate() {
+                y[r * l.out + cols.start..][..n].copy_from_slice(src);
+            }
+        }
+        if let Epilogue::ResidualNorm(res, norm) = epi {
+            for (row, r) in y[..rows * l.out]
+                .chunks_exact_mut(l.out)
+                .zip(res.chunks_exact(l.out))
+            {
+                math::add_layer_norm(row, Some(r), &norm.g, &norm.b, self.shape.eps);
+            }
+        }
     }
 
     /// Scaled dot-product attention of each text over its own tokens only.

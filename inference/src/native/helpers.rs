@@ -152,3 +152,50 @@ pub(super) fn next<T>(rx: &flume::Receiver<T>) -> Option<T> {
     }
     rx.recv().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::native::Precision;
+
+    #[test]
+    fn a_kept_thread_computes_the_share_it_is_handed() {
+        let (out, inp, rows) = (48, 16, 3);
+        let w: Vec<f32> = (0..out * inp).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..out).map(|i| i as f32 / 8.0).collect();
+        let linear = Arc::new(Linear::new(w, b, out, inp, Precision::F32));
+        let input: Arc<[f32]> = (0..rows * inp).map(|i| (i % 5) as f32 / 4.0).collect();
+
+        let none = Helpers::new(0);
+        assert_eq!(none.available(1), 0, "no thread beyond the limit");
+        let helpers = Helpers::new(1);
+        assert_eq!(
+            helpers.available(3),
+            1,
+            "one thread started, up to the limit"
+        );
+        assert_eq!(helpers.available(1), 1, "the same thread, idle again");
+
+        let (reply, replies) = flume::bounded(1);
+        helpers.send(Job {
+            linear: Arc::clone(&linear),
+            input: Arc::clone(&input),
+            rows,
+            cols: 16..48,
+            gelu: true,
+            reply,
+            index: 1,
+        });
+        let (index, part) = next(&replies).unwrap_or_default();
+        assert_eq!(index, 1);
+        let here = share(&linear, &input, rows, 16..48, true);
+        assert_eq!(part, Some(here.clone()));
+        // And the share is the layer's own outputs 16..48, GELU applied.
+        let mut whole = vec![0f32; rows * out];
+        linear.apply(&input, rows, &mut whole);
+        crate::native::math::gelu_in_place(&mut whole);
+        for r in 0..rows {
+            assert_eq!(here[r * 32..][..32], whole[r * out + 16..][..32]);
+        }
+    }
+}

@@ -82,7 +82,7 @@ impl Helpers {
     }
 
     /// How many shares other threads can take now (up to `wanted`), starting threads up
-    /// to the limit; a caller that finds none busy-free computes every share itself.
+    /// to the limit; a caller that finds none free computes every share itself.
     pub(super) fn available(&self, wanted: usize) -> usize {
         let idle = self.idle.load(Ordering::Acquire);
         if idle >= wanted {

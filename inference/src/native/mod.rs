@@ -295,6 +295,9 @@ impl Linear {
 /// a token or two stays on one thread (a floor of 2^20 measured slower on one-text passes).
 const MIN_MACS_PER_SHARE: usize = 1 << 17;
 
+/// The fewest rows a thread is spawned for when a layer is split by rows.
+const MIN_ROWS_PER_THREAD: usize = 64;
+
 /// Up to this many rows (a few texts) a layer is shared by outputs over kept threads;
 /// above it by rows over threads spawned for the layer, whose cost the larger share pays
 /// for, and which spares copying the input and the outputs.
@@ -542,8 +545,13 @@ impl NativeEncoder {
         {
             return self.linear_by_outputs(l, x, rows, y, epi, threads);
         }
-        // Whole 32-row blocks per thread, so the AMX path pads only the last one.
-        let per = rows.div_ceil(threads).div_ceil(32) * 32;
+        // Whole 32-row blocks per thread, so the AMX path pads only the last one; and at
+        // least MIN_ROWS_PER_THREAD rows, since each thread is spawned for this one layer.
+        let per = rows
+            .div_ceil(threads)
+            .div_ceil(32)
+            .max(MIN_ROWS_PER_THREAD / 32)
+            * 32;
         let eps = self.shape.eps;
         let run = |start: usize, ys: &mut [f32]| {
             let n = ys.len() / l.out;

@@ -600,6 +600,10 @@ impl NativeEncoder {
         threads: usize,
     ) {
         let shares = 1 + self.helpers.available(threads - 1);
+        if shares == 1 {
+            // No kept thread free: the plain pass on this thread, without the copies.
+            return self.linear(l, x, rows, y, epi, 1);
+        }
         let per = l.out.div_ceil(16).div_ceil(shares) * 16;
         let ranges: Vec<std::ops::Range<usize>> = (0..l.out)
             .step_by(per)

@@ -40,6 +40,8 @@ mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod fp32;
 mod helpers;
 #[cfg(target_arch = "x86_64")]
 mod int8;
@@ -158,7 +160,7 @@ fn int8_vnni() -> bool {
 }
 
 struct Linear {
-    /// f32 weights; emptied once they are packed to bf16.
+    /// f32 weights; emptied once they are packed for a kernel.
     w: Vec<f32>,
     b: Vec<f32>,
     out: usize,
@@ -166,6 +168,10 @@ struct Linear {
     packed: Option<bf16::PackedBf16>,
     #[cfg(target_arch = "x86_64")]
     int8: Option<int8::PackedI8>,
+    /// f32 weights packed for the AVX2 kernel: every pass where `w` is empty, else passes
+    /// of a few rows (`w` stays for `gemm`'s AVX-512 kernels).
+    #[cfg(target_arch = "x86_64")]
+    fp32: Option<fp32::PackedF32>,
     precision: Precision,
 }
 
@@ -227,7 +233,13 @@ impl Linear {
             _ => None,
         };
         #[cfg(target_arch = "x86_64")]
-        let quantised = packed.is_some() || int8.is_some();
+        let fp32 = match precision {
+            Precision::F32 => fp32::PackedF32::pack(&w, out, inp),
+            _ => None,
+        };
+        #[cfg(target_arch = "x86_64")]
+        let quantised =
+            packed.is_some() || int8.is_some() || (fp32.is_some() && fp32::takes_every_pass());
         #[cfg(not(target_arch = "x86_64"))]
         let quantised = packed.is_some();
         if quantised {
@@ -241,6 +253,8 @@ impl Linear {
             packed,
             #[cfg(target_arch = "x86_64")]
             int8,
+            #[cfg(target_arch = "x86_64")]
+            fp32,
             precision,
         }
     }
@@ -320,6 +334,17 @@ impl Linear {
     /// Outputs `cols` of [`Linear::apply`] (bias included) of f32 weights into
     /// `y[rows, cols.len()]`.
     fn apply_cols(&self, x: &[f32], rows: usize, cols: std::ops::Range<usize>, y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = self
+            .fp32
+            .as_ref()
+            .filter(|_| self.w.is_empty() || rows <= fp32::MAX_ROWS)
+        {
+            let n = cols.len();
+            p.matmul_cols(x, rows, cols.clone(), y);
+            math::add_bias(&mut y[..rows * n], &self.b[cols]);
+            return;
+        }
         let (n, k) = (cols.len(), self.inp);
         // SAFETY: the pointers cover exactly rows×k input values, the n×k weights from
         // output `cols.start` on and rows×n outputs of live slices (lengths follow from how

@@ -318,14 +318,16 @@ const MIN_ROWS_PER_THREAD: usize = 64;
 const MAX_ROWS_BY_OUTPUTS: usize = 256;
 
 impl Linear {
-    /// Whether `rows` rows are worth sharing by outputs over `threads` threads: f32 only,
-    /// where each share holds enough multiply-adds to pay for handing it over. The int8
-    /// kernels do a short text's pass in ~2.6 ms; shared, a lone answer's p50 fell by
-    /// 0.5 ms but its p99 rose by 7 ms and its CPU by half (benches/README.md), and the
-    /// bf16 kernels take whole layers.
+    /// Whether `rows` rows are worth sharing by outputs over `threads` threads: only on
+    /// `gemm`'s f32 path (CPUs without AVX2, other architectures), where each share holds
+    /// enough multiply-adds to pay for handing it over. The int8 and packed f32 kernels do
+    /// a short text's pass in ~2.6-10 ms on one thread: shared, a lone answer's p50 fell
+    /// by 0.5-3 ms, but its CPU rose by a third to a half (the kept thread spins between
+    /// layers) and at half capacity the p99 rose (benches/README.md); the bf16 kernels
+    /// take whole layers.
     fn splits_by_outputs(&self, rows: usize, threads: usize) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if self.int8.is_some() {
+        if self.int8.is_some() || self.fp32.is_some() {
             return false;
         }
         self.packed.is_none() && rows * self.inp * self.out / threads >= MIN_MACS_PER_SHARE

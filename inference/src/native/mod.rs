@@ -319,29 +319,38 @@ const MAX_ROWS_BY_OUTPUTS: usize = 256;
 
 impl Linear {
     /// Whether `rows` rows are worth sharing by outputs over `threads` threads: only on
-    /// `gemm`'s f32 path (CPUs without AVX2, other architectures), where each share holds
-    /// enough multiply-adds to pay for handing it over. The int8 and packed f32 kernels do
-    /// a short text's pass in ~2.6-10 ms on one thread: shared, a lone answer's p50 fell
-    /// by 0.5-3 ms, but its CPU rose by a third to a half (the kept thread spins between
-    /// layers) and at half capacity the p99 rose (benches/README.md); the bf16 kernels
-    /// take whole layers.
+    /// `gemm`'s f32 path (CPUs without AVX2, other architectures, passes over 64 rows
+    /// with AVX-512), where each share holds enough multiply-adds to pay for handing it
+    /// over. The int8 and packed f32 kernels do a short text's pass in ~2.6-10 ms on one
+    /// thread: shared, a lone answer's p50 fell by 0.5-3 ms, but its CPU rose by a third
+    /// to a half (the kept thread spins between layers) and at half capacity the p99 rose
+    /// (benches/README.md); the bf16 kernels take whole layers.
     fn splits_by_outputs(&self, rows: usize, threads: usize) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if self.int8.is_some() || self.fp32.is_some() {
+        if self.int8.is_some() || self.packed_f32_takes(rows) {
             return false;
         }
         self.packed.is_none() && rows * self.inp * self.out / threads >= MIN_MACS_PER_SHARE
+    }
+
+    /// Whether a pass of `rows` rows runs on the packed f32 kernel rather than `gemm`.
+    fn packed_f32_takes(&self, rows: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.fp32.is_some() && (self.w.is_empty() || rows <= fp32::MAX_ROWS)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = rows;
+            false
+        }
     }
 
     /// Outputs `cols` of [`Linear::apply`] (bias included) of f32 weights into
     /// `y[rows, cols.len()]`.
     fn apply_cols(&self, x: &[f32], rows: usize, cols: std::ops::Range<usize>, y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(p) = self
-            .fp32
-            .as_ref()
-            .filter(|_| self.w.is_empty() || rows <= fp32::MAX_ROWS)
-        {
+        if let Some(p) = self.fp32.as_ref().filter(|_| self.packed_f32_takes(rows)) {
             let n = cols.len();
             p.matmul_cols(x, rows, cols.clone(), y);
             math::add_bias(&mut y[..rows * n], &self.b[cols]);

@@ -11,8 +11,10 @@
 #                                  # 2 cores; at 8 Embed leaves a quarter of the machine idle)
 #   BIG_KB=1 benches/load/run.sh   # ... with ~100k chunks (MedQuAD + BANKING77, big_kb.py)
 #                                  # beside the demo KB: ~50 min more to embed them on
-#                                  # a 2-core AVX2 machine at f32 (~38 texts/s); DTYPE=int8
-#                                  # embeds 2-3x faster there (benches/README.md)
+#                                  # a 2-core AVX2 machine at f32 (~38 texts/s) and 2-3x
+#                                  # faster with DTYPE=int8, both before the packed f32
+#                                  # kernel that runs f32 about as fast as int8 there
+#                                  # (import not re-timed; benches/README.md)
 #
 #   DTYPE=int8 benches/load/run.sh # model.dtype for the runs (default: the model's own, f32)
 #   WORK=target/load-big BIG_KB=1 benches/load/run.sh

@@ -5,7 +5,7 @@
 //! own to be broadcast. Here the vector runs along the outputs instead, over weights
 //! stored in blocks of 16 outputs with the inputs in order (each block `in` rows of 16
 //! values), so each load feeds up to six rows and the weights stream from memory once per
-//! block of rows. On the AVX2 bench machine this ran one thread's passes 3.3x as fast as
+//! pass. On the AVX2 bench machine this ran one thread's passes 3.3x as fast as
 //! `gemm` for one text and 2x for batches of 32 (benches/README.md), so without AVX-512
 //! it takes every pass and the plain layout is dropped. With AVX-512 (where `gemm` uses
 //! 16-lane registers, not measured against this kernel) it takes passes of up to

@@ -148,12 +148,7 @@ mod tests {
             return;
         }
         let (rows, inp, out) = (64, 96, 64);
-        let w: Vec<f32> = (0..out * inp)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
-            .collect();
-        let x: Vec<f32> = (0..rows * inp)
-            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
-            .collect();
+        let (w, x) = crate::native::test_operands(rows, out, inp);
         let packed = PackedBf16::pack(&w, out, inp).unwrap();
         let a: Vec<u16> = x.iter().map(|&v| bf16(v)).collect();
         let mut c = vec![0f32; rows * out];

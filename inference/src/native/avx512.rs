@@ -156,12 +156,7 @@ mod tests {
         // 3 + 3 + 2 and 3 + 3 + 3 + 1.
         for out in [128, 160] {
             let (rows, inp) = (13, 96);
-            let w: Vec<f32> = (0..out * inp)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
-                .collect();
-            let x: Vec<f32> = (0..rows * inp)
-                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
-                .collect();
+            let (w, x) = crate::native::test_operands(rows, out, inp);
             let packed = PackedBf16::pack(&w, out, inp).unwrap();
             let a: Vec<u16> = x.iter().map(|&v| bf16(v)).collect();
             let mut c = vec![f32::NAN; rows * out];

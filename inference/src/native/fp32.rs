@@ -156,12 +156,7 @@ mod tests {
         }
         // 13 rows: two whole 6-row blocks and a 1-row tail; 64 rows: the most taken.
         for (rows, out, inp) in [(13, 80, 96), (64, 48, 40), (1, 16, 7)] {
-            let w: Vec<f32> = (0..out * inp)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
-                .collect();
-            let x: Vec<f32> = (0..rows * inp)
-                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
-                .collect();
+            let (w, x) = crate::native::test_operands(rows, out, inp);
             let p = PackedF32::pack(&w, out, inp).unwrap();
             let want = naive(&x, &w, rows, out, inp);
             let mut y = vec![f32::NAN; rows * out];

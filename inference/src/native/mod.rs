@@ -159,6 +159,19 @@ fn int8_vnni() -> bool {
     }
 }
 
+/// Weights `[out, inp]` and inputs `[rows, inp]` for the kernels' tests: varied values
+/// exact in bf16, so only the order of summation differs between kernels.
+#[cfg(test)]
+pub(crate) fn test_operands(rows: usize, out: usize, inp: usize) -> (Vec<f32>, Vec<f32>) {
+    let w = (0..out * inp)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
+        .collect();
+    let x = (0..rows * inp)
+        .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
+        .collect();
+    (w, x)
+}
+
 struct Linear {
     /// f32 weights; emptied once they are packed for a kernel.
     w: Vec<f32>,
@@ -564,7 +577,8 @@ impl NativeEncoder {
     }
 
     /// One linear layer over all rows: a few texts' rows shared by outputs over kept
-    /// threads (f32), more split by rows across threads, each running its own epilogue.
+    /// threads (f32 on `gemm`), more split by rows across threads, each running its own
+    /// epilogue.
     fn linear(
         &self,
         l: &Arc<Linear>,

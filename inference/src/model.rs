@@ -23,6 +23,10 @@ pub struct LoadOptions {
     pub dtype: Option<String>,
     /// Run Candle's encoder on CPU too, instead of the native one (for comparisons).
     pub candle: bool,
+    /// Share a lone text's layers with kept threads on the packed f32 kernel too (they
+    /// always are on `gemm`'s): lower latency at low load on slow CPUs, for more CPU per
+    /// text (benches/README.md, "A lone text on both cores of a slow CPU").
+    pub share_lone_texts: bool,
 }
 
 /// One text's embedding, with what the tokenizer did to it.
@@ -257,6 +261,10 @@ impl EmbeddingModel {
                 (encoder, pad, max_pos)
             }
         };
+        let mut encoder = encoder;
+        if let Encoder::Native(n) = &mut encoder {
+            n.share_packed_passes(opts.share_lone_texts);
+        }
         let engine = match &encoder {
             Encoder::Native(n) => n.precision().engine(),
             _ => "candle",

@@ -206,21 +206,23 @@ fn keeps_cosine_0_999_with_f32(dir: &Path, dtype: &str, expected: &str) {
     assert!(worst >= 0.999, "lowest cosine {worst}");
 }
 
-/// One text per pass (a lone caller's) is shared by outputs over kept threads at f32, a
-/// long text by rows: every thread count gives one text the same vector, at f32 and at
-/// int8 (which does not share a short text).
+/// One text per pass (a lone caller's) is shared by outputs over kept threads at f32 on
+/// `gemm` (and on the packed kernel with `share_lone_texts`), a long text by rows: every
+/// thread count gives one text the same vector, at f32 and at int8 (which does not share
+/// a short text).
 #[test]
 fn one_text_gets_the_same_vector_on_any_number_of_threads() {
     let Some(dir) = model_dir() else { return };
-    let mut dtypes = vec!["f32"];
+    let mut runs = vec![("f32", false), ("f32", true)];
     if confidant_inference::int8_engine().is_some() {
-        dtypes.push("int8");
+        runs.push(("int8", false));
     } else {
         eprintln!("SKIPPED the int8 half: this CPU has neither AVX2 nor AVX-512-VNNI");
     }
-    for dtype in dtypes {
+    for (dtype, share_lone_texts) in runs {
         let opts = LoadOptions {
             dtype: Some(dtype.into()),
+            share_lone_texts,
             ..Default::default()
         };
         let model = EmbeddingModel::load(&dir, &opts).unwrap();
@@ -238,7 +240,7 @@ fn one_text_gets_the_same_vector_on_any_number_of_threads() {
                 // for fewer columns, hence not bit for bit at f32.
                 assert!(
                     worst <= 1e-5,
-                    "{dtype}, {threads} threads: {worst} off for {text:?}"
+                    "{dtype} (shared: {share_lone_texts}), {threads} threads: {worst} off for {text:?}"
                 );
             }
         }

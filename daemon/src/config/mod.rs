@@ -310,6 +310,10 @@ pub struct InferenceConfig {
     /// Inference worker threads taking batches from the queue; 0: one per CPU thread on
     /// the CPU (`RAYON_NUM_THREADS`, else the physical cores), one on a GPU.
     pub workers: usize,
+    /// A lone text's model pass on the packed f32 kernel (AVX2 CPUs) shares each layer
+    /// with a kept thread when the other cores are idle: lower latency at low load, ~20%
+    /// more CPU per text.
+    pub share_lone_texts: bool,
 }
 
 impl Default for InferenceConfig {
@@ -321,6 +325,7 @@ impl Default for InferenceConfig {
             max_batch_size: d.max_batch_size,
             max_wait_ms: d.max_wait.as_millis() as u64,
             workers: 0,
+            share_lone_texts: false,
         }
     }
 }
@@ -694,6 +699,7 @@ impl Config {
             // Validated above.
             device: self.model.device.parse().unwrap_or_default(),
             dtype: (!self.model.dtype.is_empty()).then(|| self.model.dtype.clone()),
+            share_lone_texts: self.inference.share_lone_texts,
             ..Default::default()
         }
     }
@@ -801,6 +807,13 @@ mod tests {
         assert_eq!(c.batcher().workers, 3);
         let c = Config::from_parts("", env(&[("CONFIDANT__MODEL__DTYPE", "int8")])).unwrap();
         assert_eq!(c.model.dtype, "int8");
+        assert!(!c.load_options().share_lone_texts, "off by default");
+        let c = Config::from_parts(
+            "",
+            env(&[("CONFIDANT__INFERENCE__SHARE_LONE_TEXTS", "true")]),
+        )
+        .unwrap();
+        assert!(c.load_options().share_lone_texts);
     }
 
     #[test]

@@ -212,6 +212,8 @@ pub(crate) struct NativeEncoder {
     precision: Precision,
     /// Kept threads that take shares of a lone text's layers.
     helpers: helpers::Helpers,
+    /// Share passes the packed f32 kernel takes too (`LoadOptions::share_lone_texts`).
+    share_packed: bool,
 }
 
 fn flat(vb: &VarBuilder, dims: &[usize], name: &str) -> Result<Vec<f32>> {
@@ -331,16 +333,17 @@ const MIN_ROWS_PER_THREAD: usize = 64;
 const MAX_ROWS_BY_OUTPUTS: usize = 256;
 
 impl Linear {
-    /// Whether `rows` rows are worth sharing by outputs over `threads` threads: only on
+    /// Whether `rows` rows are worth sharing by outputs over `threads` threads: on
     /// `gemm`'s f32 path (CPUs without AVX2, other architectures, passes over 64 rows
     /// with AVX-512), where each share holds enough multiply-adds to pay for handing it
-    /// over. The int8 and packed f32 kernels do a short text's pass in ~2.6-10 ms on one
-    /// thread: shared, a lone answer's p50 fell by 0.5-3 ms, but its CPU rose by a third
-    /// to a half (the kept thread spins between layers) and at half capacity the p99 rose
-    /// (benches/README.md); the bf16 kernels take whole layers.
-    fn splits_by_outputs(&self, rows: usize, threads: usize) -> bool {
+    /// over, and on the packed f32 kernel where `packed` says so. The int8 and packed f32
+    /// kernels do a short text's pass in ~2.6-19 ms on one thread: shared, a lone answer's
+    /// p50 fell by 0.5-6 ms, but its CPU rose by a fifth to a half (the threads spin
+    /// between layers), and at half capacity the p99 rose on one machine and held on
+    /// another (benches/README.md); the bf16 kernels take whole layers.
+    fn splits_by_outputs(&self, rows: usize, threads: usize, packed: bool) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if self.int8.is_some() || self.packed_f32_takes(rows) {
+        if self.int8.is_some() || (self.packed_f32_takes(rows) && !packed) {
             return false;
         }
         self.packed.is_none() && rows * self.inp * self.out / threads >= MIN_MACS_PER_SHARE
@@ -482,7 +485,14 @@ impl NativeEncoder {
             layers,
             precision,
             helpers: helpers::Helpers::new(crate::cpu_threads().saturating_sub(1)),
+            share_packed: false,
         })
+    }
+
+    /// Whether a few texts' passes on the packed f32 kernel are shared by outputs with kept
+    /// threads as `gemm`'s are (off by default: see [`Linear::splits_by_outputs`]).
+    pub(crate) fn share_packed_passes(&mut self, on: bool) {
+        self.share_packed = on;
     }
 
     pub(crate) fn precision(&self) -> Precision {
@@ -591,7 +601,7 @@ impl NativeEncoder {
         if threads > 1
             && rows > 0
             && rows <= MAX_ROWS_BY_OUTPUTS
-            && l.splits_by_outputs(rows, threads)
+            && l.splits_by_outputs(rows, threads, self.share_packed)
         {
             return self.linear_by_outputs(l, x, rows, y, epi, threads);
         }

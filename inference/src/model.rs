@@ -189,7 +189,7 @@ impl EmbeddingModel {
             native.map_or(dtype, |_| DType::F32),
             &device,
         )?;
-        let (encoder, pad_id, max_positions) = match info.architecture {
+        let (mut encoder, pad_id, max_positions) = match info.architecture {
             Architecture::Bert => {
                 let cfg: bert::Config = read_json(dir, "config.json")?;
                 let pad = cfg.pad_token_id as u32;
@@ -261,7 +261,6 @@ impl EmbeddingModel {
                 (encoder, pad, max_pos)
             }
         };
-        let mut encoder = encoder;
         if let Encoder::Native(n) = &mut encoder {
             n.share_packed_passes(opts.share_lone_texts);
         }

@@ -35,23 +35,8 @@ with open(os.path.join(out, "ood.jsonl"), "w", encoding="utf-8") as f:
         f.write(json.dumps({"query": r["text"].strip(), "expected": []}) + "\n")
 PY
 fi
-cat > "$work/confidantd.toml" <<TOML
-[server]
-listen = "127.0.0.1:0"
-unix_socket = "$work/confidantd.sock"
-metrics_listen = ""
-[model]
-dir = "$model"
-[storage]
-url = "sqlite://$work/confidant.db"
-[index]
-path = "$work/index"
-[classifiers]
-dir = "$work/classifiers"
-[log]
-format = "text"
-level = "warn"
-TOML
+source benches/daemon.sh
+bench_config "$work" "$model"
 ctl=(target/debug/confidantctl --addr "unix:$work/confidantd.sock")
 start() {
   # The setting applies to every language (a model's per-language threshold is replaced).
@@ -59,8 +44,7 @@ start() {
     CONFIDANT__BOT__MIN_SCORE_BY_LANG="{ zh = $1 }" \
     target/debug/confidantd --config "$work/confidantd.toml" &
   pid=$!
-  for _ in $(seq 1 600); do "${ctl[@]}" health >/dev/null 2>&1 && return; sleep 0.5; done
-  echo "the daemon did not start" >&2; exit 1
+  wait_healthy "${ctl[@]}" || exit 1
 }
 first=1
 for setting in ${SETTINGS:-0.6:0.03 0.6:0.06 0.6:0.1 0.5:0.06 0.7:0.06 0.8:0.06}; do

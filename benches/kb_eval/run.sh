@@ -16,25 +16,12 @@ cargo build --locked --bins >&2
 work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 python3 benches/kb_eval/prepare.py --out "$work/data" --medquad-stride "$stride"
-cat > "$work/confidantd.toml" <<TOML
-[server]
-listen = "127.0.0.1:0"
-unix_socket = "$work/confidantd.sock"
-metrics_listen = ""
-[model]
-dir = "$(pwd)/models/all-MiniLM-L6-v2"
-[storage]
-url = "sqlite://$work/confidant.db"
-[index]
-path = "$work/index"
-[log]
-format = "text"
-level = "warn"
-TOML
+source benches/daemon.sh
+bench_config "$work" "$(pwd)/models/all-MiniLM-L6-v2"
 target/debug/confidantd --config "$work/confidantd.toml" &
 pid=$!
 ctl=(target/debug/confidantctl --addr "unix:$work/confidantd.sock")
-for _ in $(seq 1 600); do "${ctl[@]}" health >/dev/null 2>&1 && break; sleep 0.5; done
+wait_healthy "${ctl[@]}"
 for set in ${SETS:-covid medquad}; do
   start=$(date +%s)
   "${ctl[@]}" kb --tenant "$set" import --batch 64 "$work/data/$set-kb.jsonl" >&2

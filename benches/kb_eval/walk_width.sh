@@ -25,32 +25,15 @@ for f in confidant.db-wal confidant.db-shm; do
   if [ -f "$big/$f" ]; then cp "$big/$f" "$work/"; fi
 done
 python3 benches/kb_eval/prepare.py --out "$work/data" --medquad-stride 8 >&2
-cat > "$work/confidantd.toml" <<TOML
-[server]
-listen = "127.0.0.1:0"
-unix_socket = "$work/confidantd.sock"
-metrics_listen = ""
-[model]
-dir = "$(pwd)/models/all-MiniLM-L6-v2"
-dtype = "${DTYPE:-int8}"
-[storage]
-url = "sqlite://$work/confidant.db"
-[index]
-path = "$work/index"
-[kb]
-chunk_tokens = ${CHUNK_TOKENS:-32}
-[classifiers]
-dir = "$work/classifiers"
-[log]
-format = "text"
-level = "warn"
-TOML
+source benches/daemon.sh
+bench_config "$work" "$(pwd)/models/all-MiniLM-L6-v2" "${DTYPE:-int8}" "[kb]
+chunk_tokens = ${CHUNK_TOKENS:-32}"
 ctl="$bin/confidantctl --addr unix:$work/confidantd.sock"
 # Runs "$2..." against a daemon searching with hnsw_ef = $1.
 with_width() {
   CONFIDANT__INDEX__HNSW_EF="$1" "$bin/confidantd" --config "$work/confidantd.toml" 2>>"$work/daemon.log" &
   local pid=$!
-  for _ in $(seq 1 600); do $ctl health >/dev/null 2>&1 && break; sleep 0.5; done
+  wait_healthy $ctl || { kill "$pid"; wait "$pid" 2>/dev/null || true; return 1; }
   shift
   "$@" || { kill "$pid"; wait "$pid" 2>/dev/null || true; return 1; }
   kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -70,36 +70,20 @@ fresh=1; [ -f "$work/confidant.db" ] && fresh=0
 free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free)
 mport=$(free)
-cat > "$work/confidantd.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-unix_socket = "$work/confidantd.sock"
-metrics_listen = "127.0.0.1:$mport"
-[model]
-dir = "$(pwd)/models/all-MiniLM-L6-v2"
-dtype = "${DTYPE:-}"
-[storage]
-url = "sqlite://$work/confidant.db"
-[index]
-path = "$work/index"
-[kb]
+source benches/daemon.sh
+BENCH_LISTEN="127.0.0.1:$port" BENCH_METRICS="127.0.0.1:$mport" \
+  bench_config "$work" "$(pwd)/models/all-MiniLM-L6-v2" "${DTYPE:-}" "[kb]
 chunk_tokens = ${CHUNK_TOKENS:-200}
-[classifiers]
-dir = "$work/classifiers"
 [routing.queues]
-lost_card = "cards"
-balance = "accounts"
-transfer = "payments"
-mortgage = "lending"
-[log]
-format = "text"
-level = "warn"
-TOML
+lost_card = \"cards\"
+balance = \"accounts\"
+transfer = \"payments\"
+mortgage = \"lending\""
 "$bin/confidantd" --config "$work/confidantd.toml" 2>"$work/daemon.log" &
 daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; [ "$keep" = 1 ] || rm -rf "$work"' EXIT
 ctl="$bin/confidantctl --addr unix:$work/confidantd.sock"
-for _ in $(seq 1 600); do $ctl health >/dev/null 2>&1 && break; sleep 0.5; done
+wait_healthy $ctl
 $ctl --json tokens create --role bot,assist,kb-editor,admin --tenant bench \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$work/token"
 [ "$fresh" = 1 ] && $ctl kb --tenant bench import packaging/demo-kb/bank-faq.jsonl >/dev/null

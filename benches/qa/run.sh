@@ -34,31 +34,15 @@ with open(os.path.join(out, "crosswoz.jsonl"), "w", encoding="utf-8") as f:
                  for m in d["messages"] if m["content"].strip()]
         f.write(json.dumps({"conversation_id": "cw-" + k, "agent_id": "crosswoz", "turns": turns}, ensure_ascii=False) + "\n")
 PY
-cat > "$work/confidantd.toml" <<TOML
-[server]
-listen = "127.0.0.1:0"
-unix_socket = "$work/confidantd.sock"
-metrics_listen = ""
-[model]
-dir = "$(pwd)/models/all-MiniLM-L6-v2"
-[storage]
-url = "sqlite://$work/confidant.db"
-[index]
-path = "$work/index"
-[classifiers]
-dir = "$work/classifiers"
-[qa]
-rubrics_dir = "$work/rubrics"
+source benches/daemon.sh
+bench_config "$work" "$(pwd)/models/all-MiniLM-L6-v2" "" "[qa]
+rubrics_dir = \"$work/rubrics\"
 [limits]
-max_text_chars = 8192
-[log]
-format = "text"
-level = "warn"
-TOML
+max_text_chars = 8192"
 ctl=(target/debug/confidantctl --addr "unix:$work/confidantd.sock")
 target/debug/confidantd --config "$work/confidantd.toml" &
 pid=$!
-for _ in $(seq 1 600); do "${ctl[@]}" health >/dev/null 2>&1 && break; sleep 0.5; done
+wait_healthy "${ctl[@]}"
 "${ctl[@]}" intents train --data packaging/demo-sentiment/sentiment.csv --text-column utterance \
   --label-column sentiment --task sentiment --min-examples 3 --out "$work/classifiers/sentiment" >/dev/null
 "${ctl[@]}" models reload >/dev/null

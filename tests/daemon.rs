@@ -128,6 +128,44 @@ async fn model_dtype_int8_is_served_within_cosine_0_999_and_logged() {
     }
 }
 
+/// `inference.share_lone_texts`: each lone text's layers, shared with a kept thread (on the
+/// packed f32 kernel too), still give the reference vectors over gRPC, and the kept thread
+/// is there to share them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_texts_shared_with_a_kept_thread_keep_reference_parity() {
+    let Some(model) = model_dir() else { return };
+    let d = Daemon::start_with_env(
+        &model,
+        "",
+        &[("CONFIDANT__INFERENCE__SHARE_LONE_TEXTS", "true")],
+    )
+    .await;
+    let mut c = EmbeddingServiceClient::new(d.channel().await);
+    for (t, want) in reference() {
+        // One text per call: a lone caller's pass, the one the option shares.
+        let r = c
+            .embed(d.req(embed_request(&[&t])))
+            .await
+            .unwrap()
+            .into_inner();
+        let cos = cosine(&r.embeddings[0].vector, &want);
+        assert!(cos >= 0.9999, "cosine {cos} for {t:?}");
+    }
+    if confidant_inference::cpu_threads() > 1 {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", d.child.id())).unwrap();
+        let names: Vec<String> = tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("encoder-share")),
+            "no kept thread in {names:?}"
+        );
+    } else {
+        eprintln!("SKIPPED the kept-thread check: one CPU thread, nothing to share with");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_work_for_standard_tools() {
     use tokio_stream::StreamExt;

@@ -1,18 +1,17 @@
-//! f32 linear layers on AVX2 + FMA, with weights packed once at load.
+//! f32 linear layers with weights packed once at load, on AVX2 + FMA or AVX-512F.
 //!
 //! `gemm` vectorises along the rows of the input and packs nothing for a few rows: a lone
 //! text of 15 tokens fills a fraction of each register and every weight is loaded on its
 //! own to be broadcast. Here the vector runs along the outputs instead, over weights
 //! stored in blocks of 16 outputs with the inputs in order (each block `in` rows of 16
 //! values), so each load feeds up to six rows and the weights stream from memory once per
-//! pass. On the AVX2 bench machine this ran one thread's passes 3.3x as fast as
-//! `gemm` for one text and 2x for batches of 32 (benches/README.md), so without AVX-512
-//! it takes every pass and the plain layout is dropped. With AVX-512 (where `gemm` uses
-//! 16-lane registers, not measured against this kernel) it takes passes of up to
-//! [`MAX_ROWS`] rows and `gemm` the rest, the f32 weights held twice (42 MB more for the
-//! default model). Each output is summed over its inputs in order with FMA, whatever the
-//! share of outputs computed, so a text's vector does not depend on how its layer was
-//! shared.
+//! pass. Measured against `gemm` at every batch size (benches/README.md): on an AVX2 EPYC
+//! 3.3x as fast for one text and 2x for batches of 32; on an AVX-512 EPYC (Zen 4), where
+//! `gemm` runs its own AVX-512 kernels, 1.3x for one text and 2.5x for batches of 32 with
+//! the AVX-512 variant here. So it takes every f32 pass on any CPU with AVX2 and FMA, and
+//! the plain layout is dropped. Each output is summed over its inputs in order with FMA,
+//! whatever the share of outputs computed and whichever variant ran, so a text's vector
+//! does not depend on how its layer was shared nor on the CPU's vector width.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -22,9 +21,10 @@ use std::sync::OnceLock;
 pub(super) const BLOCK_N: usize = 16;
 /// Rows of the input per microkernel call: 6 × 16 outputs are 12 of the 16 registers.
 const MR: usize = 6;
-/// Where `gemm` keeps larger passes (see [`takes_every_pass`]), the most rows a pass
-/// takes here: a few short texts, where `gemm` fills its registers worst.
-pub(super) const MAX_ROWS: usize = 64;
+
+/// Blocks of 16 outputs per call of the AVX-512 kernel: 6 rows × 3 blocks are 18 of its
+/// 32 registers.
+const NR_WIDE: usize = 3;
 
 /// True when this CPU has AVX2 and FMA.
 pub(super) fn available() -> bool {
@@ -32,10 +32,10 @@ pub(super) fn available() -> bool {
     *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// True where this kernel takes every f32 pass: CPUs without AVX-512F, on which it was
-/// measured faster than `gemm` at every batch size.
-pub(super) fn takes_every_pass() -> bool {
-    !is_x86_feature_detected!("avx512f")
+/// True when this CPU has AVX-512F: the kernel runs on 16-lane registers, one per block.
+fn wide() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| is_x86_feature_detected!("avx512f"))
 }
 
 /// A weight matrix `[out, in]` in blocks of [`BLOCK_N`] outputs: block `nb` holds
@@ -67,14 +67,32 @@ impl PackedF32 {
     /// `y[rows, cols.len()] = x[rows, in] · w[cols]ᵀ` (no bias); `cols` starts and ends on
     /// a block boundary.
     pub(super) fn matmul_cols(&self, x: &[f32], rows: usize, cols: Range<usize>, y: &mut [f32]) {
+        self.matmul_cols_on(x, rows, cols, y, wide());
+    }
+
+    /// [`PackedF32::matmul_cols`] on the AVX-512 kernel when `wide`, else the AVX2 one.
+    fn matmul_cols_on(
+        &self,
+        x: &[f32],
+        rows: usize,
+        cols: Range<usize>,
+        y: &mut [f32],
+        wide: bool,
+    ) {
         let (k, n) = (self.inp, cols.len());
         assert!(cols.start.is_multiple_of(BLOCK_N) && n.is_multiple_of(BLOCK_N));
         assert!(cols.end <= self.out && self.data.len() == self.out * k);
         assert!(x.len() >= rows * k && y.len() >= rows * n);
         assert!(available());
+        assert!(!wide || self::wide());
         // Blocks outer, rows inner: a block of weights (16 × in) stays in L1/L2 while
-        // every row passes over it, and is read from memory once.
-        for (j, nb) in (cols.start / BLOCK_N..cols.end / BLOCK_N).enumerate() {
+        // every row passes over it, and is read from memory once. The AVX-512 kernel takes
+        // up to NR_WIDE blocks per call, so each broadcast input feeds that many registers.
+        let per_call = if wide { NR_WIDE } else { 1 };
+        let blocks = cols.start / BLOCK_N..cols.end / BLOCK_N;
+        for nb in blocks.clone().step_by(per_call) {
+            let nr = (blocks.end - nb).min(per_call);
+            let j = nb - blocks.start;
             for r in (0..rows).step_by(MR) {
                 let args = Args {
                     a: x[r * k..].as_ptr(),
@@ -84,11 +102,16 @@ impl PackedF32 {
                     ldc: n,
                 };
                 // SAFETY: rows r..r+mr of `x` (k values each) and of `y` (n each, from
-                // column 16j), and block nb of the weights (16·k values), lie inside the
-                // slices (asserted above); the CPU has AVX2 and FMA (asserted above).
+                // column 16j), and blocks nb..nb+nr of the weights (16·k values each), lie
+                // inside the slices (asserted above); the CPU has AVX2 and FMA, and
+                // AVX-512F where `wide` (asserted above).
                 #[allow(unsafe_code)]
                 unsafe {
-                    super::dispatch_kernel!(@rows kernel, MR.min(rows - r), 1, &args)
+                    if wide {
+                        super::dispatch_kernel!(kernel_wide, MR.min(rows - r), nr, &args)
+                    } else {
+                        super::dispatch_kernel!(@rows kernel, MR.min(rows - r), 1, &args)
+                    }
                 }
             }
         }
@@ -128,6 +151,42 @@ unsafe fn kernel<const R: usize, const N: usize>(args: &Args) {
         for (i, row) in acc.iter().enumerate() {
             _mm256_storeu_ps(args.c.add(i * args.ldc), row[0]);
             _mm256_storeu_ps(args.c.add(i * args.ldc + 8), row[1]);
+        }
+    }
+}
+
+/// One `R × 16N` block of C over the whole of k, on AVX-512: the same sums as [`kernel`]
+/// (each output's products added in order of the inputs with FMA), so a vector does not
+/// depend on which of the two ran.
+///
+/// # Safety
+/// `args` must describe `R` rows and `N` consecutive weight blocks inside live buffers, and
+/// the CPU must have AVX-512F.
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_wide<const R: usize, const N: usize>(args: &Args) {
+    let mut acc = [[_mm512_setzero_ps(); N]; R];
+    let stride = BLOCK_N * args.k;
+    // SAFETY: row i's input p is at a + i·k + p (p < k), block j's row p at
+    // b + j·16k + 16p, and C's row i at c + i·ldc (16N values): inside what the caller
+    // vouched for.
+    unsafe {
+        for p in 0..args.k {
+            let mut b = [_mm512_setzero_ps(); N];
+            for (j, bj) in b.iter_mut().enumerate() {
+                *bj = _mm512_loadu_ps(args.b.add(j * stride + p * BLOCK_N));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_ps(*args.a.add(i * args.k + p));
+                for (c, bj) in row.iter_mut().zip(&b) {
+                    *c = _mm512_fmadd_ps(a, *bj, *c);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (j, c) in row.iter().enumerate() {
+                _mm512_storeu_ps(args.c.add(i * args.ldc + j * BLOCK_N), *c);
+            }
         }
     }
 }
@@ -175,6 +234,34 @@ mod tests {
                         "row {r}: a share differs from the whole"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn both_kernels_give_the_same_bits() {
+        if !available() || !wide() {
+            eprintln!("SKIPPED the f32 kernels' comparison: this CPU lacks AVX-512F");
+            return;
+        }
+        // 7 blocks: two calls of three and one of one; 11 rows: a 6-row and a 5-row call.
+        // Values that round (not the small multiples of 1/8 of `test_operands`), so that
+        // sums taken in another order or without FMA give other bits.
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + seed) % 1013) as f32 / 337.0 - 1.5)
+                .collect()
+        };
+        for (rows, out, inp) in [(11, 112, 96), (1, 48, 384), (64, 32, 40)] {
+            let (w, x) = (values(out * inp, 1), values(rows * inp, 2));
+            let p = PackedF32::pack(&w, out, inp).unwrap();
+            for cols in [0..out, 16..out] {
+                let n = cols.len();
+                let (mut narrow, mut wide) = (vec![f32::NAN; rows * n], vec![0f32; rows * n]);
+                p.matmul_cols_on(&x, rows, cols.clone(), &mut narrow, false);
+                p.matmul_cols_on(&x, rows, cols.clone(), &mut wide, true);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&narrow), bits(&wide), "{rows}x{out}, outputs {cols:?}");
             }
         }
     }

@@ -181,8 +181,8 @@ struct Linear {
     packed: Option<bf16::PackedBf16>,
     #[cfg(target_arch = "x86_64")]
     int8: Option<int8::PackedI8>,
-    /// f32 weights packed for the AVX2 kernel: every pass where `w` is empty, else passes
-    /// of a few rows (`w` stays for `gemm`'s AVX-512 kernels).
+    /// f32 weights packed for the AVX2 / AVX-512 kernel, which then takes every pass
+    /// (`w` is empty).
     #[cfg(target_arch = "x86_64")]
     fp32: Option<fp32::PackedF32>,
     precision: Precision,
@@ -253,8 +253,7 @@ impl Linear {
             _ => None,
         };
         #[cfg(target_arch = "x86_64")]
-        let quantised =
-            packed.is_some() || int8.is_some() || (fp32.is_some() && fp32::takes_every_pass());
+        let quantised = packed.is_some() || int8.is_some() || fp32.is_some();
         #[cfg(not(target_arch = "x86_64"))]
         let quantised = packed.is_some();
         if quantised {
@@ -334,39 +333,25 @@ const MAX_ROWS_BY_OUTPUTS: usize = 256;
 
 impl Linear {
     /// Whether `rows` rows are worth sharing by outputs over `threads` threads: on
-    /// `gemm`'s f32 path (CPUs without AVX2, other architectures, passes over 64 rows
-    /// with AVX-512), where each share holds enough multiply-adds to pay for handing it
-    /// over, and on the packed f32 kernel where `packed` says so. The int8 and packed f32
+    /// `gemm`'s f32 path (CPUs without AVX2, other architectures), where each share holds
+    /// enough multiply-adds to pay for handing it over, and on the packed f32 kernel where `packed` says so. The int8 and packed f32
     /// kernels do a short text's pass in ~2.6-19 ms on one thread: shared, a lone answer's
     /// p50 fell by 0.5-6 ms, but its CPU rose by a fifth to a half (the threads spin
     /// between layers), and at half capacity the p99 rose on one machine and held on
     /// another (benches/README.md); the bf16 kernels take whole layers.
     fn splits_by_outputs(&self, rows: usize, threads: usize, packed: bool) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if self.int8.is_some() || (self.packed_f32_takes(rows) && !packed) {
+        if self.int8.is_some() || (self.fp32.is_some() && !packed) {
             return false;
         }
         self.packed.is_none() && rows * self.inp * self.out / threads >= MIN_MACS_PER_SHARE
-    }
-
-    /// Whether a pass of `rows` rows runs on the packed f32 kernel rather than `gemm`.
-    fn packed_f32_takes(&self, rows: usize) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            self.fp32.is_some() && (self.w.is_empty() || rows <= fp32::MAX_ROWS)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = rows;
-            false
-        }
     }
 
     /// Outputs `cols` of [`Linear::apply`] (bias included) of f32 weights into
     /// `y[rows, cols.len()]`.
     fn apply_cols(&self, x: &[f32], rows: usize, cols: std::ops::Range<usize>, y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(p) = self.fp32.as_ref().filter(|_| self.packed_f32_takes(rows)) {
+        if let Some(p) = &self.fp32 {
             let n = cols.len();
             p.matmul_cols(x, rows, cols.clone(), y);
             math::add_bias(&mut y[..rows * n], &self.b[cols]);

@@ -310,9 +310,9 @@ pub struct InferenceConfig {
     /// Inference worker threads taking batches from the queue; 0: one per CPU thread on
     /// the CPU (`RAYON_NUM_THREADS`, else the physical cores), one on a GPU.
     pub workers: usize,
-    /// A lone text's model pass on the packed f32 kernel (AVX2 or AVX-512 CPUs) shares each layer
-    /// with a kept thread when the other cores are idle: lower latency at low load, ~20%
-    /// more CPU per text.
+    /// A lone text's model pass on the packed f32 kernel (AVX2 or AVX-512 CPUs) shares
+    /// each layer with a kept thread when the other cores are idle: lower latency at low
+    /// load, ~20% more CPU per text.
     pub share_lone_texts: bool,
 }
 

@@ -334,11 +334,12 @@ const MAX_ROWS_BY_OUTPUTS: usize = 256;
 impl Linear {
     /// Whether `rows` rows are worth sharing by outputs over `threads` threads: on
     /// `gemm`'s f32 path (CPUs without AVX2, other architectures), where each share holds
-    /// enough multiply-adds to pay for handing it over, and on the packed f32 kernel where `packed` says so. The int8 and packed f32
-    /// kernels do a short text's pass in ~2.6-19 ms on one thread: shared, a lone answer's
-    /// p50 fell by 0.5-6 ms, but its CPU rose by a fifth to a half (the threads spin
-    /// between layers), and at half capacity the p99 rose on one machine and held on
-    /// another (benches/README.md); the bf16 kernels take whole layers.
+    /// enough multiply-adds to pay for handing it over, and on the packed f32 kernel where
+    /// `packed` says so. The int8 and packed f32 kernels do a short text's pass in
+    /// ~2.6-19 ms on one thread: shared, a lone answer's p50 fell by 0.5-6 ms, but its CPU
+    /// rose by a fifth to a half (the threads spin between layers), and at half capacity
+    /// the p99 rose on one machine and held on another (benches/README.md); the bf16
+    /// kernels take whole layers.
     fn splits_by_outputs(&self, rows: usize, threads: usize, packed: bool) -> bool {
         #[cfg(target_arch = "x86_64")]
         if self.int8.is_some() || (self.fp32.is_some() && !packed) {

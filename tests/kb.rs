@@ -219,6 +219,9 @@ async fn kb_suite(d: &Daemon) {
             .iter()
             .all(|r| r.outcome == "unchanged" && r.version == 1)
     );
+    // Read once before the change, so that the daemon holds this version in memory.
+    let hits = search(&mut kb, t, search_req("I forgot my PIN")).await;
+    assert_eq!(hits[0].version, 1);
     let mut changed = bank_kb().remove(1);
     changed.answer = "Reset your PIN in the mobile app under Cards > PIN.".into();
     let r = upsert(&mut kb, t, vec![changed]).await;

@@ -393,43 +393,59 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
     // Under overload a turn is refused here, before the reads below: refused after them,
     // every call of a 10x overload read SQLite and the accepted ones waited seconds for a
     // connection. The escape hatch needs no model and is let through.
-    let admission = if bot.wants_person(&input.text) {
+    let wants_person = bot.wants_person(&input.text);
+    let admission = if wants_person {
         None
     } else {
         Some(app.batcher().admit()?)
     };
     // One read for a new conversation (the usual first turn), two for an ongoing one.
-    let conv = match store
-        .conversation_get(&input.tenant, &input.conversation_id)
-        .await
-    {
-        Ok(c) => Some(c),
-        Err(StoreError::NotFound(_)) => None,
-        Err(e) => return Err(e.into()),
+    let reads = async {
+        let conv = match store
+            .conversation_get(&input.tenant, &input.conversation_id)
+            .await
+        {
+            Ok(c) => Some(c),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(BotError::from(e)),
+        };
+        let previous = match &conv {
+            Some(c) if c.turns > 0 => {
+                store
+                    .conversation_last_turn(&input.tenant, &input.conversation_id, "customer")
+                    .await?
+            }
+            _ => None,
+        };
+        // A pick that cannot be answered is refused before anything is stored.
+        let selected = if input.selected_article_id.is_empty() {
+            None
+        } else {
+            let a = app
+                .kb()
+                .get(&input.tenant, &input.selected_article_id)
+                .await?;
+            if a.status != "published" {
+                return Err(BotError::NotFound(format!(
+                    "article {:?}",
+                    input.selected_article_id
+                )));
+            }
+            Some(a)
+        };
+        Ok((conv, previous, selected))
     };
-    let previous = match &conv {
-        Some(c) if c.turns > 0 => {
-            store
-                .conversation_last_turn(&input.tenant, &input.conversation_id, "customer")
-                .await?
-        }
-        _ => None,
-    };
-    // A pick that cannot be answered is refused before anything is stored.
-    let selected = if input.selected_article_id.is_empty() {
-        None
+    // From here the queue counts the call itself. The model pass runs beside the reads
+    // rather than after them (they cost every turn a trip to the database): the model
+    // runs before anything is written, so under overload the call is refused
+    // (RESOURCE_EXHAUSTED) at no write cost and leaves no half-recorded turn. The escape
+    // hatch skips the model; a conversation the reads find handed off leaves its vector
+    // unused (the turns after a hand-off, rare).
+    drop(admission);
+    let ((conv, previous, selected), vector) = if wants_person {
+        (reads.await?, Vec::new())
     } else {
-        let a = app
-            .kb()
-            .get(&input.tenant, &input.selected_article_id)
-            .await?;
-        if a.status != "published" {
-            return Err(BotError::NotFound(format!(
-                "article {:?}",
-                input.selected_article_id
-            )));
-        }
-        Some(a)
+        tokio::try_join!(reads, embed(app, &input.text))?
     };
     let start = Conversation {
         tenant: input.tenant.clone(),
@@ -440,19 +456,8 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
         ..Default::default()
     };
     // The conversation as it stood before this turn; the turn and the decision are
-    // written together once decided. The model runs before anything is written: under
-    // overload the call is refused (RESOURCE_EXHAUSTED) at no write cost and leaves no
-    // half-recorded turn. A turn the rules settle without the model (a handed-off
-    // conversation, the escape hatch) skips it.
+    // written together once decided.
     let mut conv = conv.unwrap_or_else(|| start.clone());
-    let held = !conv.handoff_reason.is_empty();
-    // From here the queue counts the call itself.
-    drop(admission);
-    let vector = if held || bot.wants_person(&input.text) {
-        Vec::new()
-    } else {
-        embed(app, &input.text).await?
-    };
     let redacted = policies.redactor.redact(&input.text);
 
     let mut out = AnswerOutput {
@@ -484,7 +489,7 @@ pub async fn answer(app: &App, input: AnswerInput) -> Result<AnswerOutput, BotEr
             });
             return Ok::<(), BotError>(());
         }
-        if bot.wants_person(&input.text) {
+        if wants_person {
             out.outcome = Outcome::Handoff;
             out.explanation = "the customer asked for a person (bot.escape_patterns)".into();
             out.handoff = Some(hand_off(

@@ -7,6 +7,7 @@
 //! catch-up run in, the index ends with what the database holds.
 
 mod article;
+mod articles;
 mod chunk;
 mod fusion;
 mod lexical;
@@ -68,6 +69,8 @@ pub struct KbSettings {
     pub fusion: Fusion,
     /// Texts per call to the inference queue while indexing.
     pub embed_batch: usize,
+    /// Articles of search hits kept in memory (0: read each from the database).
+    pub article_cache: usize,
 }
 
 impl Default for KbSettings {
@@ -78,6 +81,7 @@ impl Default for KbSettings {
             candidates: 50,
             fusion: Fusion::Convex { dense_weight: 0.7 },
             embed_batch: 64,
+            article_cache: 4096,
         }
     }
 }
@@ -112,6 +116,7 @@ pub struct Kb {
     store: Store,
     index: Arc<dyn VectorIndex>,
     lexical: Lexical,
+    articles: articles::Articles,
     batcher: Arc<Batcher<EmbeddingModel>>,
     settings: KbSettings,
     /// Serialises index writes (see the module comment).
@@ -134,6 +139,7 @@ impl Kb {
             store,
             index,
             lexical: Lexical::new().map_err(KbError::Task)?,
+            articles: articles::Articles::new(settings.article_cache),
             batcher,
             settings,
             write: tokio::sync::Mutex::new(()),
@@ -480,18 +486,34 @@ impl Kb {
         // round reads further down the list.
         while out.len() < p.limit && hits.peek().is_some() {
             let round: Vec<_> = hits.by_ref().take(p.limit - out.len()).collect();
-            let ids: Vec<&str> = round.iter().map(|h| h.article_id.as_str()).collect();
-            let mut found: HashMap<String, ArticleRow> = self
-                .store
-                .kb_get_many(&p.tenant, &ids)
-                .await?
-                .into_iter()
-                .map(|a| (a.id.clone(), a))
+            // Taken before the read: a write meanwhile makes what is read now stale at once.
+            let generation = self.generation();
+            let mut got: Vec<Option<Arc<ArticleRow>>> = round
+                .iter()
+                .map(|h| self.articles.get(&p.tenant, &h.article_id, generation))
                 .collect();
-            for hit in round {
-                let Some(article) = found.remove(&hit.article_id) else {
+            let missing: Vec<&str> = round
+                .iter()
+                .zip(&got)
+                .filter(|(_, a)| a.is_none())
+                .map(|(h, _)| h.article_id.as_str())
+                .collect();
+            if !missing.is_empty() {
+                for a in self.store.kb_get_many(&p.tenant, &missing).await? {
+                    let a = Arc::new(a);
+                    self.articles.put(a.clone(), generation);
+                    for (h, slot) in round.iter().zip(got.iter_mut()) {
+                        if slot.is_none() && h.article_id == a.id {
+                            *slot = Some(a.clone());
+                        }
+                    }
+                }
+            }
+            for (hit, article) in round.into_iter().zip(got) {
+                let Some(article) = article else {
                     continue;
                 };
+                let article = Arc::unwrap_or_clone(article);
                 let matched = chunk_at(
                     &article,
                     self.settings.chunk_tokens,

@@ -166,9 +166,9 @@ pub struct KbConfig {
     pub chunk_tokens: usize,
     /// Chunks each retrieval signal (dense, lexical) contributes before fusion.
     pub candidates: usize,
-    /// Articles of search hits kept in memory, so that the articles most asked about are
-    /// not read from the database for every answer; 0: none kept.
-    pub article_cache: usize,
+    /// MiB of search hits' articles kept in memory, so that the articles most asked about
+    /// are not read from the database for every answer; 0: none kept.
+    pub article_cache_mb: usize,
     /// How the dense and lexical rankings are fused: "convex" (weighted sum of min-max
     /// normalised scores) or "rrf" (reciprocal rank fusion).
     pub fusion: String,
@@ -188,7 +188,7 @@ impl Default for KbConfig {
             languages: d.rules.languages,
             chunk_tokens: d.chunk_tokens,
             candidates: d.candidates,
-            article_cache: d.article_cache,
+            article_cache_mb: d.article_cache_mb,
             fusion: "convex".into(),
             dense_weight: match d.fusion {
                 crate::kb::Fusion::Convex { dense_weight } => dense_weight,
@@ -687,7 +687,7 @@ impl Config {
             },
             chunk_tokens: k.chunk_tokens,
             candidates: k.candidates,
-            article_cache: k.article_cache,
+            article_cache_mb: k.article_cache_mb,
             fusion: if k.fusion == "rrf" {
                 crate::kb::Fusion::Rrf { k: k.rrf_k }
             } else {
@@ -819,9 +819,9 @@ mod tests {
         )
         .unwrap();
         assert!(c.load_options().share_lone_texts);
-        assert_eq!(Config::default().kb_settings().article_cache, 4096);
-        let c = Config::from_parts("", env(&[("CONFIDANT__KB__ARTICLE_CACHE", "0")])).unwrap();
-        assert_eq!(c.kb_settings().article_cache, 0, "0 keeps none");
+        assert_eq!(Config::default().kb_settings().article_cache_mb, 64);
+        let c = Config::from_parts("", env(&[("CONFIDANT__KB__ARTICLE_CACHE_MB", "0")])).unwrap();
+        assert_eq!(c.kb_settings().article_cache_mb, 0, "0 keeps none");
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //! to the database and a decode of each row. An entry serves only while the knowledge
 //! base's generation is the one it was read at (every write through this daemon moves it)
 //! and for at most `MAX_AGE`, so that writes made through another daemon show up too.
+//! The cache is bounded by the articles' size, not their count: an article may hold a
+//! body of up to `kb.max_body_chars`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
 use crate::store::ArticleRow;
@@ -18,11 +21,34 @@ struct Entry {
     article: Arc<ArticleRow>,
     generation: u64,
     at: Instant,
+    /// The article's size in memory, roughly: its text and a fixed share for the rest.
+    bytes: u64,
+}
+
+/// An entry weighs its size, so that `kb.article_cache_mb` bounds the memory held.
+#[derive(Clone)]
+struct BySize;
+
+impl Weighter<String, Entry> for BySize {
+    fn weight(&self, key: &String, e: &Entry) -> u64 {
+        key.len() as u64 + e.bytes
+    }
+}
+
+fn size(a: &ArticleRow) -> u64 {
+    let lists = [&a.questions, &a.tags, &a.channels];
+    let text = [&a.tenant, &a.id, &a.title, &a.answer, &a.body, &a.lang]
+        .iter()
+        .map(|s| s.len())
+        .chain(lists.iter().flat_map(|l| l.iter().map(|s| s.len() + 24)))
+        .chain([&a.status, &a.content_hash].iter().map(|s| s.len()))
+        .sum::<usize>();
+    (text + 256) as u64
 }
 
 pub struct Articles {
-    /// `None`: nothing is kept (`kb.article_cache = 0`).
-    cache: Option<Cache<String, Entry>>,
+    /// `None`: nothing is kept (`kb.article_cache_mb = 0`).
+    cache: Option<Cache<String, Entry, BySize>>,
 }
 
 /// Tenant and id, with a separator neither may contain.
@@ -31,10 +57,12 @@ fn key(tenant: &str, id: &str) -> String {
 }
 
 impl Articles {
-    /// Holds up to `capacity` articles, the least used dropped first.
-    pub fn new(capacity: usize) -> Self {
+    /// Holds articles up to `bytes` in all, the least used dropped first.
+    pub fn new(bytes: u64) -> Self {
+        // The item estimate only sizes the tables: an FAQ article is a few kB.
+        let items = usize::try_from(bytes / 4096).unwrap_or(usize::MAX).max(16);
         Self {
-            cache: (capacity > 0).then(|| Cache::new(capacity)),
+            cache: (bytes > 0).then(|| Cache::with_weighter(items, bytes, BySize)),
         }
     }
 
@@ -47,12 +75,14 @@ impl Articles {
     /// Keeps `article`, read from the database at `generation` (taken before the read).
     pub fn put(&self, article: Arc<ArticleRow>, generation: u64) {
         if let Some(c) = &self.cache {
+            let bytes = size(&article);
             c.insert(
                 key(&article.tenant, &article.id),
                 Entry {
                     article,
                     generation,
                     at: Instant::now(),
+                    bytes,
                 },
             );
         }
@@ -73,7 +103,7 @@ mod tests {
 
     #[test]
     fn serves_an_article_only_at_the_generation_it_was_read_at() {
-        let a = Articles::new(16);
+        let a = Articles::new(1 << 20);
         a.put(article("t1", "pin"), 3);
         assert_eq!(
             a.get("t1", "pin", 3).map(|x| x.id.clone()),
@@ -88,17 +118,20 @@ mod tests {
     }
 
     #[test]
-    fn capacity_zero_keeps_nothing_and_the_size_is_bounded() {
+    fn size_zero_keeps_nothing_and_the_memory_held_is_bounded() {
         let none = Articles::new(0);
         none.put(article("t", "a"), 1);
         assert!(none.get("t", "a", 1).is_none());
-        let small = Articles::new(8);
+        // 100 articles of 10 kB each in 100 kB: fewer than ten stay.
+        let small = Articles::new(100_000);
         for i in 0..100 {
-            small.put(article("t", &format!("a{i}")), 1);
+            let mut a = ArticleRow::clone(&article("t", &format!("a{i}")));
+            a.body = "x".repeat(10_000);
+            small.put(Arc::new(a), 1);
         }
         let held = (0..100)
             .filter(|i| small.get("t", &format!("a{i}"), 1).is_some())
             .count();
-        assert!((1..=8).contains(&held), "{held} held");
+        assert!((1..10).contains(&held), "{held} held");
     }
 }

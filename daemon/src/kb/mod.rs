@@ -69,8 +69,8 @@ pub struct KbSettings {
     pub fusion: Fusion,
     /// Texts per call to the inference queue while indexing.
     pub embed_batch: usize,
-    /// Articles of search hits kept in memory (0: read each from the database).
-    pub article_cache: usize,
+    /// MiB of search hits' articles kept in memory (0: read each from the database).
+    pub article_cache_mb: usize,
 }
 
 impl Default for KbSettings {
@@ -81,7 +81,7 @@ impl Default for KbSettings {
             candidates: 50,
             fusion: Fusion::Convex { dense_weight: 0.7 },
             embed_batch: 64,
-            article_cache: 4096,
+            article_cache_mb: 64,
         }
     }
 }
@@ -139,7 +139,9 @@ impl Kb {
             store,
             index,
             lexical: Lexical::new().map_err(KbError::Task)?,
-            articles: articles::Articles::new(settings.article_cache),
+            articles: articles::Articles::new(
+                (settings.article_cache_mb as u64).saturating_mul(1 << 20),
+            ),
             batcher,
             settings,
             write: tokio::sync::Mutex::new(()),

@@ -28,6 +28,18 @@ $tables
 TOML
 }
 
+# copy_kb BIG WORK: copies the knowledge base a benchmark imported into BIG (SQLite and the
+# embedded index: benches/load/run.sh with WORK=BIG BIG_KB=1 PREPARE_ONLY=1) into WORK, so
+# that a script may change its copy.
+copy_kb() {
+  local big="$1" work="$2"
+  [ -f "$big/confidant.db" ] || { echo "no knowledge base in $big (run benches/load/run.sh with WORK=$big BIG_KB=1 PREPARE_ONLY=1)" >&2; return 1; }
+  cp -r "$big/confidant.db" "$big/index" "$work/"
+  for f in confidant.db-wal confidant.db-shm; do
+    if [ -f "$big/$f" ]; then cp "$big/$f" "$work/"; fi
+  done
+}
+
 # wait_healthy CTL [ARGS...]: returns once `CTL ARGS... health` succeeds; fails after 5 min.
 wait_healthy() {
   for _ in $(seq 1 600); do "$@" health >/dev/null 2>&1 && return 0; sleep 0.5; done

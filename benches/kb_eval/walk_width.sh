@@ -16,16 +16,12 @@ big="${BIG:-target/load-big}"
 bin="$(cd "${BIN:-target/debug}" && pwd)"
 ref_ef="${REF_EF:-1024}"
 utt="${UTTERANCES:-../shared/bench/utterances_2000.txt}"
-[ -f "$big/confidant.db" ] || { echo "walk_width.sh: no knowledge base in $big (run benches/load/run.sh with WORK=$big BIG_KB=1 PREPARE_ONLY=1)" >&2; exit 1; }
 [ -f "$utt" ] || { echo "walk_width.sh: $utt not found (needs ../shared)" >&2; exit 1; }
+source benches/daemon.sh
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cp -r "$big/confidant.db" "$big/index" "$work/"
-for f in confidant.db-wal confidant.db-shm; do
-  if [ -f "$big/$f" ]; then cp "$big/$f" "$work/"; fi
-done
+copy_kb "$big" "$work"
 python3 benches/kb_eval/prepare.py --out "$work/data" --medquad-stride 8 >&2
-source benches/daemon.sh
 bench_config "$work" "$(pwd)/models/all-MiniLM-L6-v2" "${DTYPE:-int8}" "[kb]
 chunk_tokens = ${CHUNK_TOKENS:-32}"
 ctl="$bin/confidantctl --addr unix:$work/confidantd.sock"

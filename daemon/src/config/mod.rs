@@ -789,6 +789,8 @@ mod tests {
         assert_eq!(c.bot.min_score, None);
         // Four built-in risk categories stay when the file sets none.
         assert_eq!(c.routing.risk.len(), 4);
+        // Passes sized per device, as without the file.
+        assert_eq!(c.batcher().max_batch_size, CPU_MAX_BATCH_SIZE);
     }
 
     #[test]
